@@ -18,7 +18,12 @@ def _cmd_validate(args) -> int:
     from .vocab import Vocab
 
     vocab = Vocab.by_name(args.vocab)
-    graphs, errors = validate_file(args.file, vocab, max_objects=args.max_objects or DEFAULT_MAX_OBJECTS)
+    max_objects = DEFAULT_MAX_OBJECTS if args.max_objects is None else args.max_objects
+    warnings: list[str] = []
+    graphs, errors = validate_file(args.file, vocab, max_objects=max_objects, strict=args.strict,
+                                   warnings=warnings)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     for line in errors:
         print(line, file=sys.stderr)
     if errors:
@@ -65,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scene-graph JSON files against a vocabulary")
     v.add_argument("file", help="a JSON file: one graph, a list of graphs, or networkx node-link JSON")
     v.add_argument("--vocab", default="coco-stuff", help="coco-stuff | vg | shapes | PATH to vocab.json")
-    v.add_argument("--max-objects", type=int, default=None, help="largest allowed number of objects per graph")
+    v.add_argument("--max-objects", type=int, default=None,
+                   help="largest allowed number of objects per graph (default 32)")
+    v.add_argument("--strict", action="store_true",
+                   help="treat warnings (self-referencing relations, unknown keys) as errors")
     v.set_defaults(func=_cmd_validate)
 
     vb = sub.add_parser("vocab", help="print a vocabulary's object and predicate names")

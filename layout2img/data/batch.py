@@ -59,6 +59,29 @@ class Batch:
                if isinstance(getattr(self, f.name), torch.Tensor)},
         )
 
+    def select(self, keep: Sequence[int]) -> "Batch":
+        """The sub-batch of images ``keep`` (in that order), with indices renumbered."""
+        keep_t = torch.as_tensor(list(keep), dtype=torch.long, device=self.objs.device)
+        img_map = torch.full((self.num_images,), -1, dtype=torch.long, device=keep_t.device)
+        img_map[keep_t] = torch.arange(len(keep_t), device=keep_t.device)
+        # objects and triples ordered by their new image index, as collate would lay them out
+        obj_order = torch.cat([self.objects_of(int(i)) for i in keep_t])
+        tri_order = torch.cat([(self.triple_to_img == int(i)).nonzero().flatten() for i in keep_t])
+        new_index = torch.full((self.objs.numel(),), -1, dtype=torch.long, device=keep_t.device)
+        new_index[obj_order] = torch.arange(obj_order.numel(), device=keep_t.device)
+        triples = self.triples[tri_order].clone()
+        triples[:, 0], triples[:, 2] = new_index[triples[:, 0]], new_index[triples[:, 2]]
+        return Batch(
+            objs=self.objs[obj_order], triples=triples, obj_to_img=img_map[self.obj_to_img[obj_order]],
+            triple_to_img=img_map[self.triple_to_img[tri_order]], boxes=self.boxes[obj_order],
+            boxes_known=self.boxes_known[obj_order],
+            masks=self.masks[obj_order] if self.masks is not None else None,
+            images=self.images[keep_t] if self.images is not None else None,
+            captions=[self.captions[i] for i in keep_t.tolist()],
+            descriptions=[self.descriptions[i] for i in obj_order.tolist()],
+            image_ids=[self.image_ids[i] for i in keep_t.tolist()],
+        )
+
     def objects_of(self, i: int) -> torch.Tensor:
         """Batch-global indices of image ``i``'s objects."""
         return (self.obj_to_img == i).nonzero().flatten()

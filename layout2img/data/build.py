@@ -1,0 +1,39 @@
+"""Datasets from the ``data:`` section of a run config (shapes | coco | vg)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+
+# Keys of the data section that are not dataset constructor arguments.
+_RUN_KEYS = {"dataset", "root", "num_workers", "hflip", "train", "val", "prepare", "cache_images"}
+
+
+def build_dataset(data_cfg: Mapping[str, Any], split: str, seed: int = 0):
+    """The dataset for ``split`` ('train' or 'val') described by a config's ``data`` section.
+
+    Common keys (``image_size``, ``mask_size``, protocol knobs) apply to both splits; the
+    ``train:`` / ``val:`` sub-sections hold per-split paths and overrides.
+    """
+    cfg = dict(data_cfg)
+    kind = cfg.get("dataset")
+    if split not in ("train", "val"):
+        raise ConfigError(f"data: unknown split {split!r} (train or val)")
+    common = {k: v for k, v in cfg.items() if k not in _RUN_KEYS}
+    common.update(dict(cfg.get(split) or {}))
+    if kind == "shapes":
+        from .shapes import ShapesDataset, ensure_shapes
+
+        prep = dict(cfg.get("prepare") or {})
+        root = ensure_shapes(Path(cfg["root"]), **prep) if prep else Path(cfg["root"])
+        return ShapesDataset(root, split=split, seed=seed, **common)
+    if kind == "coco":
+        from .coco import CocoSceneGraphDataset
+
+        return CocoSceneGraphDataset(seed=seed, **common)
+    if kind == "vg":
+        from .vg import VisualGenomeDataset
+
+        return VisualGenomeDataset(seed=seed, **common)
+    raise ConfigError(f"data.dataset: unknown dataset {kind!r} (shapes, coco or vg)")

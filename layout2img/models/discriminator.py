@@ -1,0 +1,173 @@
+"""Discriminators: pix2pixHD's multiscale PatchGAN on layout + image, and an object discriminator.
+
+* :class:`MultiscaleDiscriminator` - ``num_D`` PatchGANs (:class:`NLayerDiscriminator`) on the
+  concatenation of the layout and the image, each on the input average-pooled once more than the
+  previous (3x3, stride 2). Every scale returns its intermediate feature maps (for the feature
+  matching loss) with the patch logits last. Use ``num_D=2`` up to 128 px and 3 from 256 px.
+  With ``text_dim > 0`` a projection-discriminator term (Miyato & Koyama, 2018) - the inner
+  product of a linear projection of the text embedding with the globally pooled last features -
+  is added to each scale's logits.
+* :class:`ObjectDiscriminator` - judges each object's crop, taken with ``torchvision.ops.roi_align``
+  at its box, and classifies it (auxiliary classifier, as sg2im; LostGAN judges crops too).
+  It judges every box it is given: pass only the real objects (``real_objects(objs)`` drops
+  ``__image__``, class 0, whose "crop" is the whole image).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from ..errors import ConfigError
+from .generator import downsample_layout
+from .normalization import conv2d, init_weights, norm_layer
+
+D_NORMS = ("instance", "spectral", "batch", "none")
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in D_NORMS:
+        raise ConfigError(f"unknown discriminator norm {norm!r}; expected one of {', '.join(D_NORMS)}")
+
+
+def real_objects(objs: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the objects a discriminator should judge: all but ``__image__`` (index 0)."""
+    return objs != 0
+
+
+class NLayerDiscriminator(nn.Module):
+    """pix2pixHD's PatchGAN: ``n_layers`` stride-2 4x4 convs, one stride-1 conv, a 1-channel conv.
+
+    ``forward`` returns the ``n_layers + 2`` feature maps, the last being the logits.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, norm: str = "instance"):
+        super().__init__()
+        _check_norm(norm)
+        spectral = norm == "spectral"
+        inner_norm = "none" if spectral else norm
+        pad = math.ceil((4 - 1) / 2)  # 2, as pix2pixHD
+        layers = [nn.Sequential(conv2d(in_channels, ndf, 4, 2, pad=pad, spectral=spectral), nn.LeakyReLU(0.2, True))]
+        nf = ndf
+        for n in range(1, n_layers + 1):
+            prev, nf = nf, min(nf * 2, 512)
+            stride = 2 if n < n_layers else 1
+            layers.append(nn.Sequential(
+                conv2d(prev, nf, 4, stride, pad=pad, spectral=spectral),
+                norm_layer(inner_norm, nf),
+                nn.LeakyReLU(0.2, True),
+            ))
+        layers.append(conv2d(nf, 1, 4, 1, pad=pad, spectral=spectral))
+        self.layers = nn.ModuleList(layers)
+        self.feature_channels = nf  # width of the last features before the logits
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """(layout (B, Cl, H, W), image (B, 3, H, W)[, text (B, text_dim)]) -> list over scales, finest first.
+
+    Also accepts the concatenation ``layout ⊕ image`` alone as the first argument.
+
+    ``in_channels`` is ``Cl + 3``. Each scale's entry is the list of its ``n_layers + 2`` feature maps
+    (logits last) when ``get_features`` is true, else ``[logits]``.
+    """
+
+    def __init__(self, in_channels: int, ndf: int = 64, n_layers: int = 3, num_D: int = 2,
+                 norm: str = "instance", text_dim: int = 0, get_features: bool = True):
+        super().__init__()
+        if num_D < 1 or n_layers < 1:
+            raise ConfigError(f"MultiscaleDiscriminator: num_D={num_D} and n_layers={n_layers} must be >= 1")
+        self.in_channels, self.num_D, self.n_layers = in_channels, num_D, n_layers
+        self.text_dim, self.get_features = text_dim, get_features
+        self.scales = nn.ModuleList([NLayerDiscriminator(in_channels, ndf, n_layers, norm) for _ in range(num_D)])
+        nf = self.scales[0].feature_channels
+        self.text_proj = (nn.ModuleList([nn.Linear(text_dim, nf) for _ in range(num_D)]) if text_dim > 0 else None)
+        init_weights(self)
+
+    def forward(self, layout: torch.Tensor, image: torch.Tensor | None = None,
+                text_emb: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        """``layout`` and ``image`` are concatenated on channels; pass ``image=None`` when ``layout``
+        already is that concatenation (e.g. one tensor that needs grad for the R1 penalty)."""
+        x = layout if image is None else torch.cat([layout, image.to(layout.dtype)], dim=1)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ConfigError(
+                f"MultiscaleDiscriminator: layout + image have {x.shape[1]} channels, built for {self.in_channels}")
+        if text_emb is not None and (self.text_proj is None or text_emb.shape != (x.shape[0], self.text_dim)):
+            raise ConfigError(
+                f"MultiscaleDiscriminator: text embedding must be (B={x.shape[0]}, text_dim={self.text_dim}), "
+                f"got {tuple(text_emb.shape)}")
+        outputs = []
+        for i, scale in enumerate(self.scales):
+            if i > 0:
+                x = downsample_layout(x)
+            feats = scale(x)
+            if text_emb is not None:
+                pooled = feats[-2].mean(dim=(2, 3))
+                projection = (self.text_proj[i](text_emb).to(pooled.dtype) * pooled).sum(dim=1)
+                feats[-1] = feats[-1] + projection.to(feats[-1].dtype)[:, None, None, None]
+            outputs.append(feats if self.get_features else feats[-1:])
+        return outputs
+
+
+class ObjectDiscriminator(nn.Module):
+    """Judge and classify object crops.
+
+    ``forward(images (B, 3, H, W), boxes (O, 4) normalised [x0, y0, x1, y1], obj_to_img (O,),
+    text_emb (O, text_dim) or None) -> (realness (O,), class_logits (O, num_classes))``.
+    Crops are ``crop_size`` x ``crop_size`` bilinear ``roi_align`` samples of each box in its own image.
+    """
+
+    def __init__(self, num_classes: int, ndf: int = 64, crop_size: int = 32, text_dim: int = 0,
+                 norm: str = "spectral"):
+        super().__init__()
+        _check_norm(norm)
+        if crop_size < 8 or crop_size & (crop_size - 1):
+            raise ConfigError(f"ObjectDiscriminator: crop_size must be a power of two >= 8, got {crop_size}")
+        self.num_classes, self.crop_size, self.text_dim = num_classes, crop_size, text_dim
+        spectral = norm == "spectral"
+        inner_norm = "none" if spectral else norm
+        layers = [conv2d(3, ndf, 3, 1, spectral=spectral), nn.LeakyReLU(0.2, True)]
+        nf = ndf
+        for _ in range(int(math.log2(crop_size)) - 2):  # down to 4 x 4
+            prev, nf = nf, min(nf * 2, 512)
+            layers += [conv2d(prev, nf, 4, 2, pad=1, spectral=spectral), norm_layer(inner_norm, nf),
+                       nn.LeakyReLU(0.2, True)]
+        self.body = nn.Sequential(*layers)
+        self.realness = nn.Linear(nf, 1)
+        self.classifier = nn.Linear(nf, num_classes)
+        self.text_proj = nn.Linear(text_dim, nf) if text_dim > 0 else None
+        init_weights(self)
+
+    def crops(self, images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor) -> torch.Tensor:
+        """(O, 3, crop_size, crop_size) crops of each object's box."""
+        h, w = images.shape[-2:]
+        scale = boxes.new_tensor([w, h, w, h])
+        rois = torch.cat([obj_to_img.to(boxes.dtype)[:, None], boxes * scale], dim=1)
+        return roi_align(images, rois.to(images.dtype), self.crop_size, spatial_scale=1.0, sampling_ratio=2,
+                         aligned=True)
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor,
+                text_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if boxes.dim() != 2 or boxes.shape[1] != 4 or obj_to_img.shape != boxes.shape[:1]:
+            raise ConfigError(
+                f"ObjectDiscriminator: boxes must be (O, 4) and obj_to_img (O,), "
+                f"got {tuple(boxes.shape)} and {tuple(obj_to_img.shape)}")
+        if text_emb is not None and (self.text_proj is None or text_emb.shape != (boxes.shape[0], self.text_dim)):
+            raise ConfigError(
+                f"ObjectDiscriminator: text embedding must be (O={boxes.shape[0]}, text_dim={self.text_dim}), "
+                f"got {tuple(text_emb.shape)}")
+        h = self.body(self.crops(images, boxes, obj_to_img))
+        feat = F.relu(h).sum(dim=(2, 3))  # sum pooling, as projection discriminators do
+        realness = self.realness(feat).squeeze(1)
+        if text_emb is not None:
+            realness = realness + (self.text_proj(text_emb).to(feat.dtype) * feat).sum(dim=1)
+        return realness, self.classifier(feat)

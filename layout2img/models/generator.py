@@ -1,0 +1,217 @@
+"""pix2pixHD-style generator: a global network, optional local enhancers, FiLM text conditioning.
+
+The generator eats the layout tensor that ``models/layout.py`` builds - semantic class channels, one
+instance-edge channel and the per-object style-code channels, (B, C, H, W) - and returns an image
+in [-1, 1]. The style channels are the noise input: at training they carry the appearance
+encoder's reparameterised codes, at inference codes sampled from N(0, I) or from per-class
+clusters (``encoder.py``), so one layout gives diverse images and one object can be restyled.
+
+Architecture (Wang et al., 2018, "High-Resolution Image Synthesis and Semantic Manipulation with
+Conditional GANs"):
+
+* Global network G1: 7x7 conv, ``n_downsample`` stride-2 convs doubling the width, ``n_blocks``
+  residual blocks, as many 2x upsamplings halving it, 7x7 conv + tanh.
+* Local enhancer G2 (``n_local_enhancers`` of them, each doubling the resolution): a 7x7 conv and
+  one stride-2 conv on the full-resolution layout, *added* to G1's last feature map, then
+  ``n_blocks_local`` residual blocks, one upsampling and (for the last one) the 7x7 + tanh head.
+  ``ngf`` is the width of the finest enhancer; G1 runs ``ngf * 2**n_local_enhancers`` wide on the
+  layout average-pooled ``2**n_local_enhancers`` times, as in pix2pixHD.
+* Coarse-to-fine schedule: ``stage='global'`` runs G1 alone (its own RGB head) on the downsampled
+  layout, for training it first at the lower resolution; ``stage='full'`` runs everything (G1's RGB
+  head is then unused). The trainer freezes :meth:`Generator.global_parameters` for
+  ``fix_global_steps`` after switching to ``'full'``.
+
+Differences from pix2pixHD, on purpose:
+
+* Upsampling is nearest-neighbour x2 followed by a 3x3 conv instead of a transposed convolution,
+  which avoids checkerboard artefacts (Odena et al., 2016, "Deconvolution and Checkerboard
+  Artifacts"); ``upsample='transpose'`` restores the original.
+* Every residual block carries a :class:`~.normalization.FiLM` after its first normalisation,
+  driven by a text embedding; without text the block is exactly pix2pixHD's.
+
+The forward pass has no data-dependent Python control flow, so ``torch.compile(fullgraph=True)``
+traces it whole, with or without text; it works in ``channels_last`` and under bf16 autocast.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .normalization import FiLM, conv2d, init_weights, norm_layer
+
+STAGES = ("full", "global")
+
+
+def downsample_layout(x: torch.Tensor) -> torch.Tensor:
+    """Halve the resolution as pix2pixHD does: 3x3 average pooling, stride 2, padding not counted."""
+    return F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
+
+
+def conv_block(in_ch: int, out_ch: int, kernel_size: int, stride: int, norm: str, padding: str) -> nn.Sequential:
+    """conv -> norm -> ReLU."""
+    return nn.Sequential(
+        conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding),
+        norm_layer(norm, out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+def upsample_block(in_ch: int, out_ch: int, norm: str, padding: str, mode: str) -> nn.Sequential:
+    """x2 upsampling -> norm -> ReLU, by nearest + 3x3 conv (default) or a transposed conv."""
+    if mode == "nearest":
+        layers = [nn.Upsample(scale_factor=2, mode="nearest"), conv2d(in_ch, out_ch, 3, padding=padding)]
+    elif mode == "transpose":
+        layers = [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)]
+    else:
+        raise ConfigError(f"unknown upsample {mode!r}; expected 'nearest' or 'transpose'")
+    return nn.Sequential(*layers, norm_layer(norm, out_ch), nn.ReLU(inplace=True))
+
+
+def rgb_head(in_ch: int, out_ch: int, padding: str) -> nn.Sequential:
+    """7x7 conv -> tanh."""
+    return nn.Sequential(conv2d(in_ch, out_ch, 7, padding=padding), nn.Tanh())
+
+
+class ResnetBlock(nn.Module):
+    """pad-conv-norm-[FiLM]-ReLU-pad-conv-norm, plus the input."""
+
+    def __init__(self, dim: int, norm: str = "instance", padding: str = "reflect", text_dim: int = 0):
+        super().__init__()
+        self.conv1 = conv2d(dim, dim, 3, padding=padding)
+        self.norm1 = norm_layer(norm, dim)
+        self.film = FiLM(dim, text_dim) if text_dim > 0 else None
+        self.conv2 = conv2d(dim, dim, 3, padding=padding)
+        self.norm2 = norm_layer(norm, dim)
+
+    def forward(self, x: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(self.conv1(x))
+        if self.film is not None:
+            h = self.film(h, text_emb)
+        h = self.norm2(self.conv2(F.relu(h)))
+        return x + h
+
+
+class GlobalGenerator(nn.Module):
+    """pix2pixHD's G1. :meth:`features` stops before the RGB head (what a local enhancer adds to)."""
+
+    def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
+                 n_blocks: int = 9, text_dim: int = 0, norm: str = "instance", padding: str = "reflect",
+                 upsample: str = "nearest"):
+        super().__init__()
+        self.stem = conv_block(in_channels, ngf, 7, 1, norm, padding)
+        self.down = nn.Sequential(*[
+            conv_block(ngf * 2 ** i, ngf * 2 ** (i + 1), 3, 2, norm, padding) for i in range(n_downsample)
+        ])
+        width = ngf * 2 ** n_downsample
+        self.blocks = nn.ModuleList([ResnetBlock(width, norm, padding, text_dim) for _ in range(n_blocks)])
+        self.up = nn.Sequential(*[
+            upsample_block(ngf * 2 ** (i + 1), ngf * 2 ** i, norm, padding, upsample)
+            for i in reversed(range(n_downsample))
+        ])
+        self.to_rgb = rgb_head(ngf, out_channels, padding)
+
+    def features(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.down(self.stem(layout))
+        for block in self.blocks:
+            h = block(h, text_emb)
+        return self.up(h)
+
+    def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.to_rgb(self.features(layout, text_emb))
+
+
+class LocalEnhancer(nn.Module):
+    """pix2pixHD's G2 at one scale: ``out = up(blocks(down(layout) + coarse_features))``."""
+
+    def __init__(self, in_channels: int, ngf: int, n_blocks: int = 3, text_dim: int = 0,
+                 norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
+                 out_channels: int | None = None):
+        super().__init__()
+        self.down = nn.Sequential(
+            conv_block(in_channels, ngf, 7, 1, norm, padding),
+            conv_block(ngf, 2 * ngf, 3, 2, norm, padding),
+        )
+        self.blocks = nn.ModuleList([ResnetBlock(2 * ngf, norm, padding, text_dim) for _ in range(n_blocks)])
+        self.up = upsample_block(2 * ngf, ngf, norm, padding, upsample)
+        # only the finest enhancer turns features into pixels
+        self.to_rgb = rgb_head(ngf, out_channels, padding) if out_channels is not None else nn.Identity()
+
+    def forward(self, layout: torch.Tensor, coarse: torch.Tensor, text_emb: torch.Tensor | None = None):
+        h = self.down(layout) + coarse
+        for block in self.blocks:
+            h = block(h, text_emb)
+        return self.to_rgb(self.up(h))
+
+
+class Generator(nn.Module):
+    """Layout (B, in_channels, H, W) [+ text (B, text_dim)] -> image (B, out_channels, H', W') in [-1, 1].
+
+    ``H'`` is ``H`` for ``stage='full'`` and ``H / 2**n_local_enhancers`` for ``stage='global'``.
+    ``H`` and ``W`` must be multiples of ``2**(n_downsample + n_local_enhancers)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
+                 n_blocks: int = 6, n_local_enhancers: int = 0, n_blocks_local: int = 3, text_dim: int = 0,
+                 norm: str = "instance", padding: str = "reflect", upsample: str = "nearest"):
+        super().__init__()
+        if in_channels < 1 or ngf < 1 or n_downsample < 0 or n_blocks < 0 or n_local_enhancers < 0:
+            raise ConfigError(
+                f"Generator: invalid sizes in_channels={in_channels} ngf={ngf} n_downsample={n_downsample} "
+                f"n_blocks={n_blocks} n_local_enhancers={n_local_enhancers}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.n_downsample = n_downsample
+        self.n_local_enhancers = n_local_enhancers
+        self.text_dim = text_dim
+        self.global_net = GlobalGenerator(in_channels, out_channels, ngf * 2 ** n_local_enhancers, n_downsample,
+                                          n_blocks, text_dim, norm, padding, upsample)
+        # enhancers[0] is the coarsest (right above G1), enhancers[-1] the finest
+        self.enhancers = nn.ModuleList([
+            LocalEnhancer(in_channels, ngf * 2 ** (n_local_enhancers - n), n_blocks_local, text_dim, norm, padding,
+                          upsample, out_channels if n == n_local_enhancers else None)
+            for n in range(1, n_local_enhancers + 1)
+        ])
+        init_weights(self)
+
+    @property
+    def size_multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2 ** (self.n_downsample + self.n_local_enhancers)
+
+    def global_parameters(self):
+        return self.global_net.parameters()
+
+    def local_parameters(self):
+        return self.enhancers.parameters()
+
+    def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None, stage: str = "full") -> torch.Tensor:
+        self._check_inputs(layout, text_emb, stage)
+        # input pyramid, finest first
+        pyramid = [layout]
+        for _ in range(self.n_local_enhancers):
+            pyramid.append(downsample_layout(pyramid[-1]))
+        if stage == "global" or self.n_local_enhancers == 0:
+            return self.global_net(pyramid[-1], text_emb)
+        h = self.global_net.features(pyramid[-1], text_emb)
+        for i, enhancer in enumerate(self.enhancers):
+            h = enhancer(pyramid[self.n_local_enhancers - 1 - i], h, text_emb)
+        return h
+
+    def _check_inputs(self, layout: torch.Tensor, text_emb: torch.Tensor | None, stage: str) -> None:
+        # shape checks only: static under torch.compile, so no graph breaks
+        if stage not in STAGES:
+            raise ConfigError(f"Generator: unknown stage {stage!r}; expected 'full' or 'global'")
+        if layout.dim() != 4 or layout.shape[1] != self.in_channels:
+            raise ConfigError(
+                f"Generator: layout must be (B, {self.in_channels}, H, W), got {tuple(layout.shape)}")
+        m = self.size_multiple
+        if layout.shape[-2] % m or layout.shape[-1] % m:
+            raise ConfigError(
+                f"Generator: layout size {layout.shape[-2]}x{layout.shape[-1]} must be a multiple of {m} "
+                f"(2**(n_downsample + n_local_enhancers))")
+        if text_emb is not None and (self.text_dim == 0 or text_emb.shape != (layout.shape[0], self.text_dim)):
+            raise ConfigError(
+                f"Generator: text embedding must be (B={layout.shape[0]}, text_dim={self.text_dim}), "
+                f"got {tuple(text_emb.shape)}" + (" (built without text: text_dim=0)" if self.text_dim == 0 else ""))

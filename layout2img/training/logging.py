@@ -1,0 +1,99 @@
+"""What a run shows while it trains: TensorBoard scalars, sample grids, one-line messages.
+
+Sample grids have one column per fixed validation scene and four rows: the real image with its
+ground-truth boxes; the model's image from the ground-truth layout; its image from the scene
+graph alone (predicted layout, predicted boxes drawn), with the real image's object styles; and
+the same with styles sampled from N(0, I).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from ..data.batch import Batch, collate
+from ..io import atomic_save
+from ..visualize import draw_layout, make_grid_image
+from ..vocab import Vocab
+
+NUM_SAMPLE_SCENES = 8
+
+
+class RunLogger:
+    def __init__(self, out_dir: Path, enabled: bool, vocab: Vocab):
+        self.out_dir, self.enabled, self.vocab = Path(out_dir), enabled, vocab
+        self._writer = None
+        self._fixed: Batch | None = None
+
+    @property
+    def writer(self) -> SummaryWriter:
+        if self._writer is None:
+            self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+        return self._writer
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            tqdm.write(message)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+
+    def _fixed_batch(self, val_set, fallback: Batch) -> Batch:
+        if self._fixed is None:
+            if val_set is not None and len(val_set) > 0:
+                n = min(NUM_SAMPLE_SCENES, len(val_set))
+                self._fixed = collate([val_set[i] for i in range(n)])
+            else:
+                keep = list(range(min(NUM_SAMPLE_SCENES, fallback.num_images)))
+                self._fixed = fallback.to("cpu").select(keep)
+        return self._fixed
+
+    @torch.no_grad()
+    def samples(self, step: int, model, train_batch: Batch, train_out, val_set) -> Path | None:
+        """Render the fixed scenes with ``model`` (the EMA), save a PNG and log it."""
+        if not self.enabled:
+            return None
+        device = next(model.parameters()).device
+        batch = self._fixed_batch(val_set, train_batch).to(device)
+        g = torch.Generator().manual_seed(1234)  # same noise every time: progress is comparable
+        was_training = model.training
+        model.eval()
+        try:
+            gt = model(batch, layout_source="gt", style_source="encode", generator=g)
+            g.manual_seed(1234)
+            pred = model(batch, layout_source="pred", style_source="encode", generator=g, keep_known_boxes=False)
+            g.manual_seed(1234)
+            sampled = model(batch, layout_source="pred", style_source="sample", generator=g,
+                            keep_known_boxes=False)
+        finally:
+            model.train(was_training)
+        rows = [[], [], [], []]
+        for i in range(batch.num_images):
+            idx = batch.objects_of(i)
+            idx = idx[batch.objs[idx] != 0]
+            labels = [self.vocab.object_names[o] for o in batch.objs[idx].tolist()]
+            rows[0].append(draw_layout(batch.images[i].float().cpu(), batch.boxes[idx].cpu(), labels))
+            rows[1].append(draw_layout(gt.images[i].float().cpu()))
+            rows[2].append(draw_layout(pred.images[i].float().cpu(), pred.boxes_pred[idx].float().cpu(), labels))
+            rows[3].append(draw_layout(sampled.images[i].float().cpu()))
+        grid = make_grid_image(rows)
+        path = self.out_dir / "samples" / f"step_{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(path, lambda p: grid.save(p, format="PNG"))
+        atomic_save(self.out_dir / "samples.png", lambda p: grid.save(p, format="PNG"))
+        import numpy as np
+
+        self.writer.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+        return path
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
+            self._writer = None
+
