@@ -90,6 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--seed", type=int, default=0)
     ps.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     ps.set_defaults(func=_cmd_prepare_shapes)
+
+    # -- generate / edit / serve: each command's module adds its parser here ----------------
+    from . import generate as _generate  # light modules: torch loads only when a command runs
+    from .web import server as _server
+
+    _generate.add_parser(sub)
+    _server.add_parser(sub)
+    # -- text: train-clip ----------------------------------------------------------------------
+    tc = sub.add_parser("train-clip", help="train a domain CLIP on a dataset's image-caption pairs")
+    tc.add_argument("--config", default=None, help="a CLIP config (default: configs/clip_shapes.yaml)")
+    tc.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100")
+
+    def _cmd_train_clip(args) -> int:  # torch and open_clip load only when the command runs
+        from .training.clip import cmd_train_clip
+
+        return cmd_train_clip(args)
+
+    tc.set_defaults(func=_cmd_train_clip)
+    # -- evaluation: evaluate / fid / train-classifier --------------------------------------
+    from .metrics.commands import add_parsers as add_evaluation_parsers  # handlers import lazily
+
+    add_evaluation_parsers(sub)
     return p
 
 

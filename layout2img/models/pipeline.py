@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 from contextlib import nullcontext
@@ -254,7 +255,8 @@ class SceneGraphToImage(nn.Module):
     def forward(self, batch: Batch, layout_source: str = "gt", style_source: str = "encode",
                 text_emb: torch.Tensor | None = None, obj_text_emb: torch.Tensor | None = None,
                 obj_text_mask: torch.Tensor | None = None, stage: str = "full",
-                generator: torch.Generator | None = None, keep_known_boxes: bool = True) -> ModelOutput:
+                generator: torch.Generator | None = None, keep_known_boxes: bool = True,
+                style_codes: torch.Tensor | None = None) -> ModelOutput:
         """Run the model on a packed batch.
 
         ``layout_source``: ``'gt'`` builds the layout from ``batch.boxes`` / ``batch.masks``
@@ -265,6 +267,8 @@ class SceneGraphToImage(nn.Module):
         ``style_source``: ``'encode'`` (reparameterised codes of ``batch.images``, pooled over
         the ground-truth layout; training), ``'sample'`` (N(0, I)), ``'cluster'`` (fitted
         :class:`StyleClusters`). Random draws use ``generator`` (any device) when given.
+        ``style_codes`` (O, style_dim), one row per ``batch.objs`` entry, replaces the codes
+        ``style_source`` would give (a fixed appearance per object, e.g. to restyle only one).
         """
         if layout_source not in LAYOUT_SOURCES:
             raise ConfigError(f"layout_source: unknown value {layout_source!r} ({' or '.join(LAYOUT_SOURCES)})")
@@ -277,7 +281,9 @@ class SceneGraphToImage(nn.Module):
         geometry = self._compose(batch, boxes, masks)
 
         mu = logvar = codes = None
-        if self.style_dim > 0:
+        if style_codes is not None:
+            codes = self._check_style_codes(style_codes, batch.objs.shape[0]).to(obj_vecs.device)
+        elif self.style_dim > 0:
             if style_source == "encode":
                 if batch.images is None:
                     raise DataError("style_source='encode' needs batch.images (use 'sample' or 'cluster')")
@@ -312,6 +318,17 @@ class SceneGraphToImage(nn.Module):
         return ModelOutput(images=images, boxes_pred=boxes_pred, mask_logits=mask_logits, boxes=boxes, masks=masks,
                            layout=layout, style_mu=mu, style_logvar=logvar, style_codes=codes, obj_vecs=obj_vecs)
 
+    def _check_style_codes(self, codes: Any, num_objects: int) -> torch.Tensor:
+        if self.style_dim == 0:
+            raise ConfigError("style_codes given, but this model has no style codes (style_dim=0)")
+        if not isinstance(codes, torch.Tensor) or tuple(codes.shape) != (num_objects, self.style_dim):
+            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise DataError(f"style_codes: expected a tensor of shape ({num_objects}, {self.style_dim}) "
+                            f"(one row per object), got {shape}")
+        if not codes.is_floating_point() or not bool(torch.isfinite(codes).all()):
+            raise DataError("style_codes: expected finite floating-point values")
+        return codes.float()
+
     # -- inference -----------------------------------------------------------------------------
     def _items(self, graphs: Any) -> list[dict]:
         from ..graph import SceneGraph
@@ -332,7 +349,8 @@ class SceneGraphToImage(nn.Module):
 
     @torch.no_grad()
     def generate(self, graphs: Any, seed: int = 0, text: Any = None, num_samples: int = 1,
-                 return_layout: bool = False, layout_source: str = "pred", style_source: str | None = None):
+                 return_layout: bool = False, layout_source: str = "pred", style_source: str | None = None,
+                 style_codes: Any = None, return_output: bool = False):
         """Images for scene graphs: (len(graphs) * num_samples, 3, H, W) in [-1, 1].
 
         ``graphs``: a :class:`~layout2img.graph.SceneGraph`, an sg2im dict
@@ -341,7 +359,11 @@ class SceneGraphToImage(nn.Module):
         pixels on CPU (a private ``torch.Generator``; the global RNG is untouched). A graph
         with ``boxes`` keeps them (masks are still predicted); otherwise boxes are predicted.
         ``style_source``: None picks ``'cluster'`` when the style clusters are fitted, else
-        ``'sample'``. With ``return_layout`` returns ``(images, LayoutTensors)``.
+        ``'sample'``. ``style_codes``: fixed codes instead, one ``(num_objects, style_dim)``
+        tensor per graph (a list, or one tensor for one graph), the same for all its samples.
+        With ``return_layout`` returns ``(images, LayoutTensors)``; with ``return_output`` the
+        whole :class:`ModelOutput` (images clamped; boxes and masks as used, one row per object,
+        each graph's ``__image__`` last).
         """
         if text is not None:
             if self.text_encoder is None:
@@ -353,19 +375,42 @@ class SceneGraphToImage(nn.Module):
             raise ConfigError(f"generate: num_samples must be a positive integer, got {num_samples!r}")
         if style_source is None:
             style_source = "cluster" if self.style_clusters is not None and self.style_clusters.fitted else "sample"
-        items = [it for it in self._items(graphs) for _ in range(num_samples)]
+        graph_items = self._items(graphs)
+        items = [it for it in graph_items for _ in range(num_samples)]
         batch = collate(items)
+        if style_codes is not None:
+            style_codes = self._pack_style_codes(style_codes, graph_items, num_samples)
         device = self.device
         batch = batch.to(device)
         rng = torch.Generator(device="cpu").manual_seed(int(seed))
         was_training = self.training
         self.eval()
         try:
-            out = self.forward(batch, layout_source=layout_source, style_source=style_source, generator=rng)
+            out = self.forward(batch, layout_source=layout_source, style_source=style_source, generator=rng,
+                               style_codes=style_codes)
         finally:
             self.train(was_training)
         images = out.images.float().clamp(-1, 1)
+        if return_output:
+            return dataclasses.replace(out, images=images)
         return (images, out.layout) if return_layout else images
+
+    def _pack_style_codes(self, codes: Any, items: list[dict], num_samples: int) -> torch.Tensor:
+        """Per-graph (N_i, S) codes -> rows following the packed batch (zeros for ``__image__``)."""
+        if isinstance(codes, torch.Tensor):
+            codes = [codes]
+        if not isinstance(codes, Sequence) or len(codes) != len(items):
+            have = len(codes) if isinstance(codes, Sequence) else type(codes).__name__
+            raise DataError(f"style_codes: expected one tensor per graph ({len(items)}), got {have}")
+        rows = []
+        for i, (c, it) in enumerate(zip(codes, items)):
+            n = it["objs"].numel() - 1
+            try:
+                c = self._check_style_codes(c, n)
+            except DataError as e:
+                raise DataError(f"graph {i}: {e}") from None
+            rows += [torch.cat([c, c.new_zeros(1, self.style_dim)])] * num_samples
+        return torch.cat(rows).to(self.device)
 
     # -- saving and loading --------------------------------------------------------------------
     def save_pretrained(self, save_dir: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:

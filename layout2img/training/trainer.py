@@ -128,7 +128,10 @@ class Trainer:
         self.g_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_model = DDP(self.model, device_ids=ids, find_unused_parameters=True)
+            # Only the coarse-to-fine generator leaves parameters unused in some steps (the
+            # enhancer during the global stage, the global net's RGB head afterwards).
+            unused = self.model.generator.n_local_enhancers > 0
+            self.g_model = DDP(self.model, device_ids=ids, find_unused_parameters=unused)
             self.d_image = DDP(self.d_image, device_ids=ids)
             if self.d_object:
                 self.d_object = DDP(self.d_object, device_ids=ids)

@@ -1,0 +1,390 @@
+"""Evaluate a checkpoint on a dataset split: generate, save PNGs, compute metrics, write a report.
+
+    report = evaluate("runs/shapes_64/checkpoints/latest", "eval/report.json",
+                      metrics="fid,kid,object-acc,layout,diversity", samples_per_layout=2,
+                      classifier="runs/classifier")
+
+What happens:
+
+1. the checkpoint's run config (``out_dir/config.yaml``, or ``config`` given) names the dataset;
+   its ``split`` is built with :func:`layout2img.data.build.build_dataset` (first ``max_images``);
+2. every scene graph is rendered ``samples_per_layout`` times with the ground-truth layout
+   (``layout='gt'``: GT boxes and masks) or the predicted one (``'pred'``: boxes and masks from
+   the graph alone), styles sampled (or drawn from fitted clusters) from a generator seeded by
+   ``seed``; real and generated images are saved as PNG under ``<out stem>_images/{real,fake}/``
+   (the folder is replaced as a whole);
+3. the metrics (:data:`METRICS`) are computed, FID/KID/diversity from the PNGs read back;
+4. the JSON report (protocol + numbers; a metric that cannot run says why under ``skipped``) is
+   written atomically to ``out``.
+
+A metric asked for explicitly (``metrics`` given) that cannot run is an error (exit 2 on the
+command line) before anything is generated; with the default (all) it is reported as skipped.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import hashlib
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, DataError
+
+METRICS = ("fid", "kid", "is", "object-acc", "layout", "diversity", "clip")
+LAYOUT_CHOICES = ("gt", "pred")
+STYLE_CHOICES = ("auto", "sample", "cluster")
+
+
+# -- arguments ---------------------------------------------------------------------------------
+def parse_metrics(spec: str | Sequence[str] | None) -> list[str] | None:
+    """``"fid,kid"`` -> ``['fid', 'kid']`` (validated); None or ``"all"`` -> None (all, lenient)."""
+    if spec is None:
+        return None
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if names == ["all"]:
+        return None
+    if not names:
+        raise ConfigError("--metrics: empty list (choose from " + ", ".join(METRICS) + ")")
+    for n in names:
+        if n not in METRICS:
+            close = difflib.get_close_matches(n, METRICS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(METRICS)})"
+            raise ConfigError(f"--metrics: unknown metric {n!r}{hint}")
+    return list(dict.fromkeys(names))
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A model folder (``config.json`` inside) or a run folder (its ``checkpoints/latest``)."""
+    p = Path(path)
+    if (p / "config.json").is_file():
+        return p
+    if (p / "checkpoints").is_dir():
+        from .training.checkpoint import latest_checkpoint
+
+        found = latest_checkpoint(p / "checkpoints")
+        if found is not None:
+            return found
+    raise CheckpointError(f"{p}: not a checkpoint folder (no config.json) nor a run folder with checkpoints/")
+
+
+def find_run_config(checkpoint: Path) -> Path:
+    """The resolved config the trainer wrote beside its checkpoints, else the one it started from."""
+    real = checkpoint.resolve()
+    for cand in (real.parent.parent / "config.yaml", checkpoint.parent.parent / "config.yaml"):
+        if cand.is_file():
+            return cand
+    try:
+        meta = json.loads((checkpoint / "config.json").read_text("utf-8")).get("metadata") or {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        meta = {}
+    source = meta.get("config_path")
+    if source and Path(source).is_file():
+        return Path(source)
+    raise ConfigError(f"{checkpoint}: cannot find its run config (no ../../config.yaml, no readable "
+                      "metadata.config_path); pass --config")
+
+
+def load_run_config(checkpoint: Path, config: str | os.PathLike | None = None, overrides: Iterable[str] = ()):
+    from .config import load_config
+
+    path = Path(config) if config is not None else find_run_config(checkpoint)
+    return load_config(path, list(overrides)), path
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def _finite_or_none(obj: Any) -> Any:
+    """NaN/Inf -> None (strict JSON), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def _save_png(path: Path, image: torch.Tensor) -> None:
+    from .visualize import to_pil
+
+    to_pil(image).save(path, format="PNG")
+
+
+def _model_texts(batch, vocab) -> list[str]:
+    from .metrics.clip_score import graph_text
+
+    texts = []
+    for i, cap in enumerate(batch.captions):
+        if cap:
+            texts.append(cap)
+            continue
+        objs = batch.objects_of(i)
+        local = {int(g): j for j, g in enumerate(objs.tolist())}
+        names = [vocab.object_names[int(batch.objs[g])] for g in objs.tolist()]
+        triples = [(local[int(s)], vocab.predicate_names[int(p)], local[int(o)])
+                   for s, p, o in batch.triples[batch.triple_to_img == i].tolist()]
+        texts.append(graph_text(names, triples))
+    return texts
+
+
+# -- the evaluation ------------------------------------------------------------------------------
+def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.json", *,
+             config: str | os.PathLike | None = None, overrides: Iterable[str] = (), split: str = "val",
+             metrics: str | Sequence[str] | None = None, samples_per_layout: int = 1, layout: str = "gt",
+             style: str = "auto", max_images: int | None = None, seed: int = 0, batch_size: int = 16,
+             device: str = "auto", classifier: str | os.PathLike | None = None,
+             inception: str | os.PathLike | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
+             progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Evaluate ``checkpoint`` (see the module doc); returns the report that was written to ``out``."""
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from .config import to_container
+    from .data.batch import collate
+    from .data.build import build_dataset
+    from .io import atomic_dir, atomic_write_text
+    from .metrics.accuracy import AccuracyCounter, batch_crops, crop_objects, load_classifier
+    from .metrics.clip_score import clip_scores, clip_unavailable_reason
+    from .metrics.diversity import (INCEPTION_DISTANCE, LPIPS, LpipsDiversity, lpips_unavailable_reason,
+                                    mean_pairwise_distance)
+    from .metrics.fid import (IS_UNAVAILABLE, InceptionFeatureExtractor, check_device, fid_from_features,
+                              kernel_inception_distance, quantize, small_sample_note)
+    from .metrics.layout import LayoutMetrics
+    from .models.pipeline import SceneGraphToImage
+
+    requested = parse_metrics(metrics)
+    strict = requested is not None
+    wanted = list(requested or METRICS)
+    if layout not in LAYOUT_CHOICES:
+        raise ConfigError(f"--layout: expected gt or pred, got {layout!r}")
+    if style not in STYLE_CHOICES:
+        raise ConfigError(f"--style: expected {', '.join(STYLE_CHOICES)}, got {style!r}")
+    k_samples = int(samples_per_layout)
+    if k_samples < 1:
+        raise ConfigError(f"--samples-per-layout must be at least 1, got {samples_per_layout}")
+    if max_images is not None and int(max_images) < 1:
+        raise ConfigError(f"--max-images must be at least 1, got {max_images}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise ConfigError(f"--out {out}: the report is a .json file (images go beside it)")
+    dev = check_device(device)
+
+    # -- model, config, data -------------------------------------------------------------------
+    ckpt = resolve_checkpoint(checkpoint)
+    model = SceneGraphToImage.from_pretrained(ckpt, map_location=dev).eval()
+    cfg, cfg_path = load_run_config(ckpt, config, overrides)
+    data_cfg = to_container(cfg.data)
+    data_seed = int(cfg.get("seed", 0))
+    dataset = build_dataset(data_cfg, split, seed=data_seed)
+    if tuple(dataset.vocab.object_names) != tuple(model.vocab.object_names):
+        raise ConfigError(f"{cfg_path}: the dataset's vocabulary ({dataset.vocab.name}, {dataset.vocab.num_objects} "
+                          f"objects) is not the checkpoint's ({model.vocab.name}, {model.vocab.num_objects})")
+    n_layouts = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    if n_layouts < 1:
+        raise DataError(f"{split} split of {data_cfg.get('dataset')} is empty")
+    if getattr(dataset, "image_size", model.image_size) != model.image_size:
+        raise ConfigError(f"the dataset makes {dataset.image_size} px images, the checkpoint {model.image_size} px "
+                          f"(set data.image_size={model.image_size})")
+    if style == "auto":
+        fitted = model.style_clusters is not None and model.style_clusters.fitted
+        style_source = "cluster" if fitted else "sample"
+    else:
+        style_source = style
+
+    # -- what can run ---------------------------------------------------------------------------
+    skipped: dict[str, str] = {}
+    clf = clf_vocab = clf_cfg = None
+    if "object-acc" in wanted:
+        if classifier is None:
+            skipped["object-acc"] = ("no object classifier given (train one with `layout2img train-classifier` "
+                                     "and pass --classifier DIR)")
+        else:
+            clf, clf_vocab, clf_cfg = load_classifier(classifier, dev)
+            if tuple(clf_vocab.object_names) != tuple(model.vocab.object_names):
+                raise ConfigError(f"--classifier {classifier}: trained on vocabulary {clf_vocab.name!r}, "
+                                  f"the checkpoint uses {model.vocab.name!r}")
+    if "is" in wanted:
+        skipped["is"] = IS_UNAVAILABLE
+    if "clip" in wanted and (why := clip_unavailable_reason(model.text_encoder)):
+        skipped["clip"] = why
+    if "diversity" in wanted and k_samples < 2:
+        skipped["diversity"] = "needs --samples-per-layout of 2 or more"
+    for m in ("fid", "kid"):
+        if m in wanted and (n_layouts < 2 or n_layouts * k_samples < 2):
+            skipped[m] = f"needs at least 2 real and 2 generated images (have {n_layouts} layouts)"
+    if strict and (bad := [m for m in wanted if m in skipped]):
+        raise ConfigError(f"metric {bad[0]!r} cannot run: {skipped[bad[0]]}")
+    run = [m for m in wanted if m not in skipped]
+    lpips_reason = lpips_unavailable_reason() if "diversity" in run else None
+    diversity_measure = LPIPS if "diversity" in run and lpips_reason is None else INCEPTION_DISTANCE
+    need_inception = bool({"fid", "kid"} & set(run)) or ("diversity" in run and diversity_measure != LPIPS)
+    extractor = InceptionFeatureExtractor(inception, device=dev, batch_size=max(batch_size, 16)) \
+        if need_inception else None
+    lpips_net = LpipsDiversity(dev) if "diversity" in run and diversity_measure == LPIPS else None
+
+    # -- generate ----------------------------------------------------------------------------------
+    images_dir = out.parent / f"{out.stem}_images"
+    width = max(6, len(str(n_layouts - 1)))
+    rng = torch.Generator(device="cpu").manual_seed(int(seed))
+    layout_metrics = LayoutMetrics(model.image_size) if "layout" in run else None
+    acc_fake, acc_real = AccuracyCounter(), AccuracyCounter()
+    clip_fake: list[torch.Tensor] = []
+    clip_real: list[torch.Tensor] = []
+    lpips_values: list[float] = []
+    image_ids: list[Any] = []
+    loader = DataLoader(Subset(dataset, range(n_layouts)), batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=0)
+    text_encoder = model.text_encoder if "clip" in run else None
+    with atomic_dir(images_dir, overwrite=True) as tmp:
+        (tmp / "real").mkdir()
+        (tmp / "fake").mkdir()
+        index = 0
+        bar = tqdm(total=n_layouts * k_samples, desc="generate", unit="img", disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = batch.to(dev)
+                    b = batch.num_images
+                    if batch.images is None:
+                        raise DataError(f"{split} split: the dataset gives no images to compare with")
+                    if batch.images.shape[-1] != model.image_size:
+                        raise ConfigError(f"the dataset makes {batch.images.shape[-1]} px images, the checkpoint "
+                                          f"{model.image_size} px (set data.image_size={model.image_size})")
+                    image_ids.extend(batch.image_ids)
+                    real = quantize(batch.images)
+                    for i in range(b):
+                        _save_png(tmp / "real" / f"{index + i:0{width}d}.png", real[i])
+                    texts = _model_texts(batch, model.vocab) if text_encoder is not None else None
+                    if clf is not None:
+                        crops, labels = batch_crops(batch, real, clf.crop_size)
+                        acc_real.update(clf(crops), labels)
+                    if text_encoder is not None:
+                        clip_real.append(clip_scores(text_encoder, real, texts).cpu())
+                    samples = []
+                    for k in range(k_samples):
+                        res = model(batch, layout_source=layout, style_source=style_source, generator=rng,
+                                    keep_known_boxes=layout == "gt")
+                        fake = quantize(res.images)
+                        samples.append(fake)
+                        for i in range(b):
+                            _save_png(tmp / "fake" / f"{index + i:0{width}d}_{k:02d}.png", fake[i])
+                        if clf is not None:
+                            keep = batch.objs != 0
+                            crops = crop_objects(fake, res.boxes[keep], batch.obj_to_img[keep], clf.crop_size)
+                            acc_fake.update(clf(crops), batch.objs[keep])
+                        if text_encoder is not None:
+                            clip_fake.append(clip_scores(text_encoder, fake, texts).cpu())
+                        if k == 0 and layout_metrics is not None:
+                            layout_metrics.update(batch, res.boxes_pred, torch.sigmoid(res.mask_logits.float()),
+                                                  model.vocab.predicate_names)
+                        bar.update(b)
+                    if lpips_net is not None:
+                        stacked = torch.stack(samples, 1)  # (B, K, 3, H, W)
+                        lpips_values.append(lpips_net([stacked[i] for i in range(b)]))
+                    index += b
+        finally:
+            bar.close()
+
+    # -- metrics from the saved PNGs ---------------------------------------------------------------
+    results: dict[str, Any] = {}
+    feats_real = feats_fake = None
+    if extractor is not None:
+        if {"fid", "kid"} & set(run):
+            feats_real = extractor.folder(images_dir / "real", progress=progress)
+        feats_fake = extractor.folder(images_dir / "fake", progress=progress)
+    if "fid" in run:
+        results["fid"] = {"value": fid_from_features(feats_real, feats_fake)}
+        if note := small_sample_note(feats_real.shape[0], feats_fake.shape[0], feats_real.shape[1]):
+            results["fid"]["warning"] = note
+    if "kid" in run:
+        results["kid"] = kernel_inception_distance(feats_real, feats_fake, kid_subsets, kid_subset_size, seed)
+    if "object-acc" in run:
+        results["object-acc"] = {
+            "generated": acc_fake.result(), "real": acc_real.result(),
+            "crop_boxes": "ground-truth boxes" if layout == "gt" else "the predicted boxes each image was made from",
+            "classifier": {"path": str(classifier), "crop_size": clf_cfg["crop_size"],
+                           "val_accuracy": (clf_cfg.get("metadata") or {}).get("val_accuracy")},
+        }
+    if "layout" in run:
+        results["layout"] = layout_metrics.result()
+    if "diversity" in run:
+        if diversity_measure == LPIPS:
+            value = float(np.mean(lpips_values)) if lpips_values else float("nan")
+            results["diversity"] = {"measure": LPIPS, "value": value}
+        else:
+            groups = feats_fake.reshape(n_layouts, k_samples, -1)
+            results["diversity"] = {"measure": INCEPTION_DISTANCE, "value": mean_pairwise_distance(list(groups)),
+                                    "why_not_lpips": lpips_reason,
+                                    "definition": "mean pairwise L2 distance between the Inception pool "
+                                                  "features of the samples of one layout, averaged over layouts"}
+    if "clip" in run:
+        results["clip"] = {"generated": float(torch.cat(clip_fake).mean()), "real": float(torch.cat(clip_real).mean()),
+                           "definition": "100 * max(cos(image, text), 0), mean over images",
+                           "texts": "captions where the dataset has them, else the scene graph as text"}
+    for m, why in skipped.items():
+        results[m] = {"skipped": why}
+    ordered = {m: results[m] for m in METRICS if m in results}
+
+    ids_text = json.dumps([str(i) for i in image_ids])
+    protocol = {
+        "dataset": str(data_cfg.get("dataset")), "data_root": str(data_cfg.get("root", "")) or None,
+        "vocab": model.vocab.name, "split": split, "data_seed": data_seed,
+        "num_layouts": n_layouts, "max_images": max_images, "image_ids": image_ids,
+        "image_ids_sha1": hashlib.sha1(ids_text.encode()).hexdigest(),
+        "resolution": model.image_size, "samples_per_layout": k_samples,
+        "num_real_images": n_layouts, "num_generated_images": n_layouts * k_samples,
+        "layout_source": layout, "keep_known_boxes": layout == "gt", "style_source": style_source,
+        "seed": int(seed), "batch_size": int(batch_size),
+        "feature_extractor": extractor.protocol() if extractor is not None else None,
+        "fid_definition": "pytorch-fid: PNG uint8 -> x/127.5-1 -> bilinear 299 -> pool3 2048-d; "
+                          "|mu1-mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)) (scipy.linalg.sqrtm, eps 1e-6)",
+        "checkpoint": str(ckpt), "training_step": (model.metadata or {}).get("training_step"),
+        "config": str(cfg_path), "images": str(images_dir),
+    }
+    report = {
+        "layout2img_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"device": str(dev), "torch": torch.__version__, "platform": platform.platform()},
+        "protocol": protocol,
+        "metrics": ordered,
+        "skipped": skipped,
+    }
+    report = _finite_or_none(report)
+    atomic_write_text(out, json.dumps(report, indent=1, default=str) + "\n")
+    log(summary_line(report))
+    return report
+
+
+def summary_line(report: dict) -> str:
+    """One line with the headline numbers of a report."""
+    m, p = report["metrics"], report["protocol"]
+    parts = []
+    if "value" in m.get("fid", {}):
+        parts.append(f"FID {m['fid']['value']:.3f}")
+    if "mean" in m.get("kid", {}):
+        parts.append(f"KID {m['kid']['mean']:.5f}±{m['kid']['std']:.5f}")
+    if "generated" in m.get("object-acc", {}):
+        g, r = m["object-acc"]["generated"].get("top1"), m["object-acc"]["real"].get("top1")
+        parts.append(f"object acc {g:.3f} (real {r:.3f})" if g is not None and r is not None else "object acc n/a")
+    if "box_iou" in m.get("layout", {}) and m["layout"]["box_iou"] is not None:
+        lay = m["layout"]
+        rel = lay.get("relation_satisfaction")
+        parts.append(f"box IoU {lay['box_iou']:.3f}, R@0.5 {lay['recall@0.5']:.3f}"
+                     + (f", relations {rel:.3f}" if rel is not None else ""))
+    if "value" in m.get("diversity", {}) and m["diversity"]["value"] is not None:
+        parts.append(f"diversity ({m['diversity']['measure']}) {m['diversity']['value']:.3f}")
+    if "generated" in m.get("clip", {}):
+        parts.append(f"CLIP {m['clip']['generated']:.2f}")
+    head = (f"{p['dataset']} {p['split']}: {p['num_layouts']} layouts x {p['samples_per_layout']} "
+            f"({p['layout_source']} layout)")
+    return head + ": " + ("; ".join(parts) if parts else "no metrics")

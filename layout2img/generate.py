@@ -1,0 +1,203 @@
+"""Images from scene-graph files: the logic of ``layout2img generate``.
+
+    layout2img generate scenes.json --checkpoint runs/shapes_64/checkpoints/latest --out samples/
+
+A file holds one graph or a list (sg2im form, plus ``descriptions`` / ``boxes`` / ``caption``).
+Graph ``i`` is drawn with seed ``seed + i``, so a graph gives the same pixels whether it is
+alone in its file or in a list. Boxes in the file fix the layout (masks are still predicted).
+One image per graph and sample: ``OUT`` is a file name when there is a single image, a folder
+otherwise (``graph_000_sample_0.png``, ...); ``--save-layout`` adds each graph's layout picture
+(boxes, masks and labels) beside it.
+
+Also used by the web editor: :func:`load_model`, :func:`object_style_codes` (one code per
+object from its own seed, so one object can be restyled alone) and :func:`layout_picture`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: The largest output side ``--size`` accepts (a safety bound, not a quality promise).
+MAX_SIZE = 4096
+#: Side of a layout picture when the image itself is smaller (labels stay legible).
+LAYOUT_MIN_SIDE = 256
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is there, else 'cpu'; a GPU asked for but absent is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu)")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: not a device (cpu, cuda, cuda:N or auto)") from None
+    return device
+
+
+def load_model(checkpoint: str | Path, device: str = "auto"):
+    """A checkpoint folder's model in eval mode on ``device`` (CheckpointError when unusable)."""
+    from .models.pipeline import SceneGraphToImage
+
+    return SceneGraphToImage.from_pretrained(checkpoint, map_location=resolve_device(device))
+
+
+def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int]):
+    """(N, style_dim) codes, object ``i``'s drawn from its own ``seeds[i]``, or None (style_dim 0).
+
+    A code comes from the fitted style clusters of the object's class when the model has them,
+    else from N(0, I), as ``generate`` would draw it. Changing one seed changes one object only.
+    """
+    import torch
+
+    if len(objects) != len(seeds):
+        raise DataError(f"style seeds: {len(seeds)} for {len(objects)} objects (one per object)")
+    if model.style_dim == 0:
+        return None
+    clusters = model.style_clusters
+    use_clusters = clusters is not None and clusters.fitted
+    rows = []
+    for name, seed in zip(objects, seeds):
+        rng = torch.Generator(device="cpu").manual_seed(int(seed))
+        if use_clusters:
+            cls = torch.tensor([model.vocab.object_index(name)])
+            rows.append(clusters.sample(cls, rng)[0].float().cpu())
+        else:
+            rows.append(torch.randn(model.style_dim, generator=rng))
+    return torch.stack(rows)
+
+
+def layout_picture(boxes: Any, masks: Any, labels: Sequence[str], size: int = LAYOUT_MIN_SIDE):
+    """A PIL picture of a layout: each object's mask filled and its box outlined and labelled."""
+    from .visualize import draw_layout
+
+    return draw_layout(None, boxes, labels=list(labels), masks=masks, size=max(int(size), LAYOUT_MIN_SIDE),
+                       min_side=LAYOUT_MIN_SIDE)
+
+
+def to_image(tensor, size: int | None = None):
+    """(3, H, W) in [-1, 1] -> PIL image, resized (bicubic) to ``size`` x ``size`` when given."""
+    from PIL import Image
+
+    from .visualize import to_pil
+
+    image = to_pil(tensor)
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BICUBIC)
+    return image
+
+
+def _save(path: Path, image) -> Path:
+    from .visualize import save_image
+
+    try:
+        return save_image(path, image)
+    except OSError as e:
+        raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def output_paths(out: str | Path, num_graphs: int, num_samples: int) -> tuple[list[list[Path]], list[Path]]:
+    """Where each image (``[graph][sample]``) and each graph's layout picture go.
+
+    A single image goes to ``out`` itself when it has an image suffix (its layout to
+    ``NAME_layout.png``); anything else makes ``out`` a folder.
+    """
+    out = Path(out)
+    total = num_graphs * num_samples
+    as_file = out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
+    if as_file and total > 1:
+        raise ConfigError(f"--out {out}: {total} images ({num_graphs} graph(s) x {num_samples} sample(s)) "
+                          f"need a folder; give a folder name instead of a file name")
+    if out.exists() and not out.is_dir() and not as_file:
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if as_file:
+        return [[out]], [out.with_name(f"{out.stem}_layout.png")]
+    width = max(3, len(str(num_graphs - 1)))
+    images = [[out / f"graph_{i:0{width}d}_sample_{j}.png" for j in range(num_samples)] for i in range(num_graphs)]
+    layouts = [out / f"graph_{i:0{width}d}_layout.png" for i in range(num_graphs)]
+    return images, layouts
+
+
+def generate_files(model, graphs: Sequence, out: str | Path, *, num_samples: int = 1, seed: int = 0,
+                   text: str | None = None, size: int | None = None, save_layout: bool = False,
+                   progress: bool = True) -> list[Path]:
+    """Draw every graph ``num_samples`` times and write PNGs (see the module doc); returns the paths."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
+    if size is not None and not 8 <= size <= MAX_SIZE:
+        raise ConfigError(f"--size {size}: expected a side between 8 and {MAX_SIZE} pixels")
+    image_paths, layout_paths = output_paths(out, len(graphs), num_samples)
+    written: list[Path] = []
+    for i, graph in enumerate(tqdm(graphs, desc="generate", unit="graph", disable=not progress or None)):
+        result = model.generate([graph], seed=seed + i, text=text, num_samples=num_samples, return_output=True)
+        for j in range(num_samples):
+            written.append(_save(image_paths[i][j], to_image(result.images[j], size)))
+        if save_layout:
+            n = graph.num_objects  # sample 0's rows; the layout is the same in every sample
+            picture = layout_picture(result.boxes[:n].cpu(), result.masks[:n].cpu(), graph.objects,
+                                     size or model.image_size)
+            written.append(_save(layout_paths[i], picture))
+    return written
+
+
+# -- the command -------------------------------------------------------------------------------
+def add_parser(sub) -> argparse.ArgumentParser:
+    g = sub.add_parser("generate", help="draw images for the scene graphs in a JSON file",
+                       description="Draw images for the scene graphs in a JSON file (one graph or a list, "
+                                   "sg2im form). Boxes in the file fix the layout; graph i uses seed+i.")
+    g.add_argument("graph", help="a JSON file: one scene graph or a list (sg2im form, optional boxes)")
+    g.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
+    g.add_argument("--out", required=True, help="an image file for a single image, else a folder")
+    g.add_argument("--num-samples", type=int, default=1, help="images per graph (default 1)")
+    g.add_argument("--seed", type=int, default=0, help="graph i uses seed+i (default 0)")
+    g.add_argument("--text", default=None, metavar="CAPTION",
+                   help="a caption for every graph (needs a model with a text encoder)")
+    g.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="resize the images to PX x PX (default: the model's size)")
+    g.add_argument("--save-layout", action="store_true", help="also write each graph's layout picture")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    g.add_argument("--max-objects", type=int, default=None, help="largest allowed graph (default 32)")
+    g.set_defaults(func=run)
+    return g
+
+
+def run(args) -> int:
+    from .graph import DEFAULT_MAX_OBJECTS, validate_file
+
+    if args.num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
+    if args.size is not None and not 8 <= args.size <= MAX_SIZE:
+        raise ConfigError(f"--size {args.size}: expected a side between 8 and {MAX_SIZE} pixels")
+    if not Path(args.graph).exists():  # before loading a model for nothing
+        raise DataError(f"{args.graph}: file not found")
+    model = load_model(args.checkpoint, args.device)
+    warnings: list[str] = []
+    max_objects = DEFAULT_MAX_OBJECTS if args.max_objects is None else args.max_objects
+    graphs, errors = validate_file(args.graph, model.vocab, max_objects=max_objects, warnings=warnings)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    if errors:
+        for line in errors:
+            print(line, file=sys.stderr)
+        return 2
+    if model.text_encoder is None:
+        for g in graphs:
+            if g.caption is not None or any(t is not None for t in g.descriptions):
+                print(f"warning: {g.source}: graph {g.index}: caption/descriptions ignored: "
+                      f"this model has no text encoder", file=sys.stderr)
+    written = generate_files(model, graphs, args.out, num_samples=args.num_samples, seed=args.seed,
+                             text=args.text, size=args.size, save_layout=args.save_layout)
+    images = len(graphs) * args.num_samples
+    layouts = f" and {len(written) - images} layout picture(s)" if args.save_layout else ""
+    print(f"wrote {images} image(s){layouts} to {args.out}")
+    return 0

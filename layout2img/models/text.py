@@ -1,0 +1,449 @@
+"""CLIP text (and image) encoders: an open_clip model with its tokenizer, frozen, with a text cache.
+
+Three sources, one class::
+
+    TextEncoder.load("ViT-B-32/openai")          # an open_clip pretrained tag (downloads on first use)
+    TextEncoder.load("ViT-B-32=path/to/model.bin")   # a local open_clip checkpoint for a named architecture
+    TextEncoder.load("runs/clip_shapes")         # a domain CLIP trained by ``layout2img train-clip``
+
+``encode_text(["a red circle"])`` gives L2-normalised rows; each text is encoded once and kept in
+an LRU cache (on the CPU). ``encode_image(images)`` takes images in [-1, 1] at any size and is
+differentiable with respect to them (the model's own weights stay frozen), so a loss on CLIP
+similarity can steer an image.
+
+A domain CLIP folder holds ``config.json`` (the open_clip ``CLIP`` arguments and the image
+normalisation) and ``model.safetensors``; nothing is ever unpickled: ``.bin`` / ``.pt`` files
+are read with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError, Layout2ImgError
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+MODEL_CLASS = "TextEncoder"
+#: The image normalisation of OpenAI's CLIP (open_clip's default), used by domain models too.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+#: A small CLIP for 64 px pictures with short captions (the domain model of the Shapes config).
+DEFAULT_DOMAIN_CLIP: dict[str, Any] = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+    "text_cfg": {"context_length": 32, "width": 128, "heads": 4, "layers": 3},
+}
+_ALTERNATIVES = ("Use a local checkpoint (text_encoder: path/to/file.safetensors or .bin, as ARCH=PATH) "
+                 "or the project's domain CLIP (layout2img train-clip)")
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(e).__name__
+
+
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise ConfigError(f"CLIP needs the open_clip package (pip install open-clip-torch): {e}") from None
+    return open_clip
+
+
+def build_clip(config: Mapping[str, Any]) -> nn.Module:
+    """An untrained ``open_clip.CLIP`` from its constructor arguments (``embed_dim``,
+    ``vision_cfg``, ``text_cfg``, optionally ``quick_gelu``, ``init_logit_scale``)."""
+    open_clip = _open_clip()
+    config = dict(config)
+    for key in ("embed_dim", "vision_cfg", "text_cfg"):
+        if key not in config:
+            raise ConfigError(f"CLIP config: missing key {key!r}")
+    allowed = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError(f"CLIP config: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+    for section, cls in (("vision_cfg", open_clip.model.CLIPVisionCfg), ("text_cfg", open_clip.model.CLIPTextCfg)):
+        if not isinstance(config[section], Mapping):
+            raise ConfigError(f"CLIP config: {section} must be a mapping")
+        known = set(cls.__dataclass_fields__)
+        bad = sorted(set(config[section]) - known)
+        if bad:
+            raise ConfigError(f"CLIP config: unknown key {section}.{bad[0]}")
+    if config["text_cfg"].get("hf_model_name") or config["text_cfg"].get("hf_tokenizer_name"):
+        raise ConfigError("CLIP config: a domain CLIP uses open_clip's own text tower and tokenizer "
+                          "(no hf_model_name / hf_tokenizer_name)")
+    try:
+        return open_clip.CLIP(**copy.deepcopy(config))
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise ConfigError(f"CLIP config: cannot build the model: {_one_line(e)}") from None
+
+
+def _plain(value: Any) -> Any:
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:  # pragma: no cover
+        return value
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class TextEncoder(nn.Module):
+    """An open_clip CLIP model and its tokenizer: cached text embeddings, differentiable image ones.
+
+    Build one with :meth:`load` (or :meth:`from_tag`, :meth:`from_file`, :meth:`from_pretrained`,
+    :meth:`from_config`). Frozen by default: no parameter wants a gradient, the model stays in
+    eval mode even when a parent module calls ``.train()``, and text embeddings are cached.
+    ``frozen=False`` (training the domain CLIP) bypasses the cache.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer, *, name: str, image_size: int | Sequence[int],
+                 image_mean: Sequence[float] = OPENAI_MEAN, image_std: Sequence[float] = OPENAI_STD,
+                 source: Mapping[str, Any] | None = None, frozen: bool = True, cache_size: int = 16384):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        size = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+        self.image_size = (int(size[0]), int(size[1]))
+        self.register_buffer("image_mean", torch.tensor(list(image_mean), dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("image_std", torch.tensor(list(image_std), dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
+        #: Where the weights came from ({'kind': 'tag'|'file'|'domain', ...}); also the domain config.
+        self.source: dict[str, Any] = dict(source or {})
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        #: How many times the text tower ran (tests and profiling read it).
+        self.text_forward_calls = 0
+        self.metadata: dict[str, Any] = {}
+        self.frozen = False
+        if frozen:
+            self.freeze()
+
+    # -- sizes -----------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        proj = getattr(self.model, "text_projection", None)
+        if isinstance(proj, nn.Linear):
+            return proj.out_features
+        if isinstance(proj, torch.Tensor):
+            return int(proj.shape[1])
+        return int(self.model.visual.output_dim)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.tokenizer, "context_length", None) or self.model.context_length)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- freezing ----------------------------------------------------------------------------------
+    def freeze(self) -> "TextEncoder":
+        """No gradients for the weights, eval mode for good, cached text embeddings."""
+        self.frozen = True
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+        return self
+
+    def unfreeze(self) -> "TextEncoder":
+        """Trainable weights (the cache is dropped and no longer used)."""
+        self.frozen = False
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        self.clear_cache()
+        return self
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        # A frozen encoder inside a model being trained stays in eval mode (dropout, BN stats).
+        super().train(mode and not self.frozen)
+        return self
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # -- text --------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, context_length) token ids (open_clip's tokenizer; long texts are cut)."""
+        texts = self._check_texts(texts)
+        return self.tokenizer(texts).to(torch.long)
+
+    @staticmethod
+    def _check_texts(texts) -> list[str]:
+        if isinstance(texts, str):
+            raise ConfigError("encode_text: expected a list of strings, got one string (wrap it in a list)")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ConfigError(f"encode_text: text {i} is {type(t).__name__}, expected a string")
+        return texts
+
+    def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.text_forward_calls += 1
+        return F.normalize(self.model.encode_text(tokens.to(self.device)).float(), dim=-1)
+
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """(N, embed_dim) L2-normalised text embeddings on the model's device.
+
+        Frozen: each distinct text runs through the model once; later calls read the cache.
+        """
+        texts = self._check_texts(texts)
+        if not texts:
+            return torch.zeros(0, self.embed_dim, device=self.device)
+        if not self.frozen:
+            return self._encode_tokens(self.tokenize(texts))
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        with torch.no_grad():
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                emb = self._encode_tokens(self.tokenize(chunk)).cpu()
+                for t, e in zip(chunk, emb):
+                    self._cache[t] = e
+        rows = []
+        for t in texts:
+            self._cache.move_to_end(t)
+            rows.append(self._cache[t])
+        out = torch.stack(rows).to(self.device)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    # -- images ------------------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (B, 3, H, W) -> the model's input: its size, its mean / std."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ConfigError(f"encode_image: expected images of shape (B, 3, H, W), got {shape}")
+        x = (images.float() + 1.0) * 0.5
+        if tuple(x.shape[-2:]) != self.image_size:
+            shrink = x.shape[-2] > self.image_size[0] or x.shape[-1] > self.image_size[1]
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False, antialias=shrink)
+        return (x - self.image_mean.to(x.device)) / self.image_std.to(x.device)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, embed_dim) L2-normalised image embeddings; gradients flow back to ``images``."""
+        x = self.preprocess(images.to(self.device))
+        return F.normalize(self.model.encode_image(x).float(), dim=-1)
+
+    def similarity(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """(B, N) cosine similarities between images and texts."""
+        return self.encode_image(images) @ self.encode_text(texts).T
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, embed_dim={self.embed_dim}, image_size={self.image_size}, frozen={self.frozen}"
+
+    # -- constructors --------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, spec: str | os.PathLike, model_name: str | None = None, cache_dir: str | None = None,
+             device: str | torch.device = "cpu") -> "TextEncoder":
+        """A text encoder from a string: a folder (domain CLIP), ``[ARCH=]FILE`` (a local
+        checkpoint; ``model_name`` or ``ARCH`` names its open_clip architecture), or
+        ``NAME/TAG`` (an open_clip pretrained tag, e.g. ``ViT-B-32/openai``)."""
+        spec = _plain(spec)
+        if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
+            raise ConfigError(f"text_encoder: expected a folder, a checkpoint file or NAME/TAG, got {spec!r}")
+        text = str(spec).strip()
+        path = Path(text).expanduser()
+        if path.is_dir():
+            return cls.from_pretrained(path, map_location=device)
+        if path.is_file():
+            return cls.from_file(path, model_name, device=device)
+        arch, eq, rest = text.partition("=")
+        if eq and Path(rest).expanduser().is_file():
+            return cls.from_file(Path(rest).expanduser(), model_name or arch, device=device)
+        if eq or text.endswith((".safetensors", ".bin", ".pt", ".pth")) or text.startswith((".", "/", "~")):
+            raise ConfigError(f"text_encoder: {rest if eq else text}: no such file or folder")
+        return cls.from_tag(text, cache_dir=cache_dir, device=device)
+
+    @classmethod
+    def from_tag(cls, spec: str, pretrained: str | None = None, cache_dir: str | None = None,
+                 device: str | torch.device = "cpu") -> "TextEncoder":
+        """open_clip's ``create_model_and_transforms(name, pretrained=tag)``: ``'ViT-B-32/openai'``
+        or ``from_tag('ViT-B-32', 'openai')``; ``hf-hub:org/repo`` works too. Downloads on first use."""
+        open_clip = _open_clip()
+        if spec.startswith(("hf-hub:", "local-dir:")):
+            name, tag = spec, None
+        elif pretrained is not None:
+            name, tag = spec, pretrained
+        else:
+            name, slash, tag = spec.partition("/")
+            if not slash or not name or not tag:
+                raise ConfigError(f"text_encoder: {spec!r} is not a folder, a file or NAME/TAG "
+                                  "(e.g. ViT-B-32/openai); " + _ALTERNATIVES)
+        label = f"{name}/{tag}" if tag else name
+        if tag is not None:
+            if name not in open_clip.list_models():
+                import difflib
+
+                close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"text_encoder: unknown open_clip model {name!r}{hint}")
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            if tag not in tags:
+                raise ConfigError(f"text_encoder: {name} has no pretrained tag {tag!r} "
+                                  f"(known: {', '.join(tags) or 'none'})")
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(name, pretrained=tag, cache_dir=cache_dir,
+                                                                device="cpu")
+            tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
+        except Exception as e:  # network, cache, hub errors: one line, with the way out
+            if name.startswith("local-dir:"):
+                raise CheckpointError(f"{name[10:]}: cannot load open_clip folder: {_one_line(e)}") from None
+            raise ConfigError(f"cannot load CLIP {label!r}: no network/cache ({_one_line(e)}). "
+                              + _ALTERNATIVES) from None
+        pp = open_clip.get_model_preprocess_cfg(model)
+        enc = cls(model, tokenizer, name=label, image_size=pp.get("size", model.visual.image_size),
+                  image_mean=pp.get("mean", OPENAI_MEAN), image_std=pp.get("std", OPENAI_STD),
+                  source={"kind": "tag", "model": name, "pretrained": tag})
+        return enc.to(device)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, model_name: str | None,
+                  device: str | torch.device = "cpu") -> "TextEncoder":
+        """A local open_clip checkpoint (``.safetensors``, or ``.bin`` / ``.pt`` / ``.pth`` read
+        with ``weights_only=True``) for the open_clip architecture ``model_name``."""
+        open_clip = _open_clip()
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"text_encoder: {path}: checkpoint file not found")
+        if not model_name:
+            raise ConfigError(f"text_encoder: {path}: name the checkpoint's open_clip architecture, "
+                              f"e.g. 'ViT-B-32={path}' (or model_name=...)")
+        if model_name not in open_clip.list_models():
+            import difflib
+
+            close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"text_encoder: unknown open_clip model {model_name!r}{hint}")
+        model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+        state = _read_state_dict(path)
+        try:
+            if "logit_scale" in state and state["logit_scale"].dim() != model.logit_scale.dim():
+                state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+            open_clip.model.resize_pos_embed(state, model)  # as open_clip's loader does
+            open_clip.model.resize_text_pos_embed(state, model)
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{path}: does not fit open_clip model {model_name}: {_one_line(e)}") from None
+        pp = open_clip.get_model_preprocess_cfg(model)
+        enc = cls(model, open_clip.get_tokenizer(model_name), name=f"{model_name}={path}",
+                  image_size=pp.get("size", model.visual.image_size), image_mean=pp.get("mean", OPENAI_MEAN),
+                  image_std=pp.get("std", OPENAI_STD), source={"kind": "file", "model": model_name,
+                                                                "path": str(path)})
+        return enc.to(device)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None = None, *, image_mean: Sequence[float] = OPENAI_MEAN,
+                    image_std: Sequence[float] = OPENAI_STD, frozen: bool = True, name: str = "domain-clip"
+                    ) -> "TextEncoder":
+        """A new (untrained) domain CLIP: ``open_clip.CLIP(**config)`` with open_clip's
+        ``SimpleTokenizer``. ``config`` defaults to :data:`DEFAULT_DOMAIN_CLIP`."""
+        open_clip = _open_clip()
+        config = copy.deepcopy(_plain(dict(config)) if config is not None else DEFAULT_DOMAIN_CLIP)
+        model = build_clip(config)
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(model.context_length))
+        if int(model.vocab_size) != len(tokenizer.encoder):
+            raise ConfigError(f"CLIP config: text_cfg.vocab_size is {model.vocab_size}, but open_clip's tokenizer "
+                              f"has {len(tokenizer.encoder)} tokens")
+        return cls(model, tokenizer, name=name, image_size=model.visual.image_size, image_mean=image_mean,
+                   image_std=image_std, source={"kind": "domain", "clip": config}, frozen=frozen)
+
+    def save_pretrained(self, save_dir: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (a domain CLIP) atomically into ``save_dir``."""
+        from safetensors.torch import save_file
+
+        from .. import __version__
+        from ..io import atomic_dir, atomic_save, atomic_write_text
+
+        if self.source.get("kind") != "domain":
+            raise ConfigError(f"save_pretrained: only a domain CLIP is saved as a folder; {self.name!r} "
+                              "is loaded by its tag or file")
+        payload = {"model_class": MODEL_CLASS, "layout2img_version": __version__, "clip": self.source["clip"],
+                   "image_mean": [float(v) for v in self.image_mean.flatten()],
+                   "image_std": [float(v) for v in self.image_std.flatten()],
+                   "tokenizer": "open_clip.SimpleTokenizer", "metadata": dict(metadata or self.metadata or {})}
+        try:
+            text = json.dumps(payload, indent=1)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"save_pretrained: metadata is not JSON-serialisable: {e}") from None
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+        save_dir = Path(save_dir)
+        with atomic_dir(save_dir, overwrite=True) as tmp:
+            atomic_write_text(tmp / CONFIG_FILE, text + "\n")
+            atomic_save(tmp / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+        return save_dir
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "TextEncoder":
+        """Load a domain CLIP folder written by :meth:`save_pretrained` (strict, safetensors only).
+
+        A folder with ``open_clip_config.json`` (open_clip's own export) is loaded by open_clip."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: CLIP folder not found")
+        if not (path / CONFIG_FILE).is_file() and (path / "open_clip_config.json").is_file():
+            return cls.from_tag(f"local-dir:{path}", device=map_location)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path}: incomplete CLIP folder: missing {name}")
+        try:
+            payload = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path / CONFIG_FILE}: malformed JSON: {_one_line(e)}") from None
+        if not isinstance(payload, dict) or payload.get("model_class") != MODEL_CLASS or "clip" not in payload:
+            raise CheckpointError(f"{path}: not a CLIP folder (config.json has no model_class "
+                                  f"{MODEL_CLASS!r}); a GAN checkpoint is not a text encoder")
+        try:
+            enc = cls.from_config(payload["clip"], image_mean=payload.get("image_mean", OPENAI_MEAN),
+                                  image_std=payload.get("image_std", OPENAI_STD), name=str(path))
+        except Layout2ImgError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        try:
+            state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+        except Exception as e:  # safetensors raises its own error types on a damaged file
+            raise CheckpointError(f"{path / WEIGHTS_FILE}: cannot read: {_one_line(e)}") from None
+        _check_state(path / WEIGHTS_FILE, enc.model.state_dict(), state)
+        enc.model.load_state_dict(state, strict=True)
+        enc.metadata = dict(payload.get("metadata") or {})
+        return enc.to(map_location)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors without unpickling anything but tensors (weights_only=True)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling refusals, damaged files
+        raise CheckpointError(f"{path}: cannot read as a weights-only checkpoint: {_one_line(e)}") from None
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _check_state(where: Path, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> None:
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and tuple(found[k].shape) != tuple(v.shape)]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if names:
+            problems.append(f"{label}: {', '.join(names[:3])}" + (f" (+{len(names) - 3} more)" if len(names) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"{where}: weights do not match config.json: {'; '.join(problems)}")

@@ -1,0 +1,514 @@
+"""Domain CLIP: an open_clip model trained contrastively on a dataset's images and captions.
+
+No pretrained CLIP weights can be had offline, so the project trains a small one on its own
+data (``layout2img train-clip``, ``configs/clip_shapes.yaml``). Each step has two contrastive
+halves, scored by open_clip's ``ClipLoss`` with the model's learned temperature:
+
+* whole images with one of their captions (a random one of the image's captions each time);
+* object crops (the object's box cut from its image, resized to the model's input) with short
+  texts ("a red circle"); the crops of a step have distinct texts, so no crop's text is
+  another crop's false negative.
+
+Images are decoded once into a uint8 tensor (10k Shapes images at 64 px: 123 MB). The
+validation number is caption retrieval: for each validation image, its first caption ranked
+against ``num_candidates - 1`` captions of other images (:func:`caption_retrieval_accuracy`).
+The trained model is saved as a folder that :meth:`TextEncoder.from_pretrained` loads.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..errors import ConfigError, DataError
+from ..models.text import TextEncoder
+
+DEFAULT_CLIP_CONFIG = "clip_shapes.yaml"
+
+
+# -- configuration ---------------------------------------------------------------------------------
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        keys.append(f"{prefix}{k}")
+        if isinstance(v, DictConfig):
+            keys.extend(_all_keys(v, f"{prefix}{k}."))
+    return keys
+
+
+def load_clip_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> DictConfig:
+    """``configs/clip_shapes.yaml`` (or ``path``) with ``key=value`` overrides; unknown keys are errors."""
+    import yaml
+
+    from ..config import resolve_config_path
+
+    p = resolve_config_path(path if path is not None else DEFAULT_CLIP_CONFIG)
+    try:
+        cfg = OmegaConf.load(p)
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{p}: cannot parse YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    overrides = list(overrides)
+    known = set(_all_keys(cfg))
+    for ov in overrides:
+        key, eq, _ = ov.partition("=")
+        if not eq:
+            raise ConfigError(f"override {ov!r}: expected key=value")
+        if key.lstrip("+") not in known and not key.startswith("+"):
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "; prefix with + to add a new key"
+            raise ConfigError(f"override {ov!r}: unknown key {key!r} in {p.name}{hint}")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"overrides: {str(e).splitlines()[0]}") from None
+    for key in ("out_dir", "seed", "data", "model", "train"):
+        if key not in cfg:
+            raise ConfigError(f"{p}: missing top-level key {key!r}")
+    cfg["config_path"] = str(p)
+    return cfg
+
+
+# -- data ------------------------------------------------------------------------------------------
+@dataclass
+class ClipPairs:
+    """Images with their captions, and objects (box + short text) inside them."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    captions: list[list[str]]  # per image, the first one is the full caption
+    obj_image: torch.Tensor  # (M,) long: the image of each object
+    obj_boxes: torch.Tensor  # (M, 4) float [x0, y0, x1, y1] in [0, 1]
+    obj_texts: list[str]  # (M,)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, n: int) -> "ClipPairs":
+        keep = self.obj_image < n
+        idx = keep.nonzero().flatten().tolist()
+        return ClipPairs(self.images[:n], self.captions[:n], self.obj_image[keep], self.obj_boxes[keep],
+                         [self.obj_texts[i] for i in idx])
+
+
+def _article(name: str) -> str:
+    name = name.replace("-other", "").replace("-", " ")
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: cannot read {what}: {str(e).splitlines()[0]}") from None
+
+
+def read_coco_pairs(image_dir: str | Path, captions_json: str | Path, object_jsons: Sequence[str | Path] = (),
+                    image_size: int = 64, max_images: int | None = None, progress: bool = True) -> ClipPairs:
+    """Images that have captions, from COCO-format files, decoded once to (N, 3, S, S) uint8.
+
+    Objects come from ``object_jsons`` (instances / stuff): their ``description`` when present
+    (Shapes: "a red circle"), else "a <category name>".
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    image_dir = Path(image_dir)
+    caps = _read_json(Path(captions_json), "captions JSON")
+    try:
+        files = {int(im["id"]): (im["file_name"], float(im["width"]), float(im["height"])) for im in caps["images"]}
+        by_image: dict[int, list[str]] = {}
+        for a in caps["annotations"]:
+            by_image.setdefault(int(a["image_id"]), []).append(" ".join(str(a["caption"]).split()))
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{captions_json}: not a COCO captions file ({e!r})") from None
+    ids = sorted(i for i in by_image if i in files)
+    if max_images is not None:
+        ids = ids[: int(max_images)]
+    if not ids:
+        raise DataError(f"{captions_json}: no image has a caption")
+    row = {image_id: r for r, image_id in enumerate(ids)}
+    obj_image, obj_boxes, obj_texts = [], [], []
+    for path in object_jsons:
+        data = _read_json(Path(path), "annotation JSON")
+        try:
+            names = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+            for a in data["annotations"]:
+                r = row.get(int(a["image_id"]))
+                if r is None or a.get("iscrowd", 0):
+                    continue
+                _, w, h = files[ids[r]]
+                x, y, bw, bh = (float(v) for v in a["bbox"])
+                if bw <= 0 or bh <= 0:
+                    continue
+                text = a.get("description") or _article(names.get(int(a["category_id"]), "object"))
+                obj_image.append(r)
+                obj_boxes.append([x / w, y / h, (x + bw) / w, (y + bh) / h])
+                obj_texts.append(" ".join(str(text).split()))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: not a COCO annotation file ({e!r})") from None
+    images = torch.empty(len(ids), 3, image_size, image_size, dtype=torch.uint8)
+    for r, image_id in enumerate(tqdm(ids, desc="images", unit="img", disable=not progress or None,
+                                      leave=False)):
+        p = image_dir / files[image_id][0]
+        try:
+            with Image.open(p) as im:
+                im = im.convert("RGB")
+                if im.size != (image_size, image_size):
+                    im = im.resize((image_size, image_size), Image.BICUBIC)
+                images[r] = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+        except FileNotFoundError:
+            raise DataError(f"{p}: image file not found") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"{p}: cannot read image ({e})") from None
+    return ClipPairs(images, [by_image[i] for i in ids],
+                     torch.tensor(obj_image, dtype=torch.long),
+                     torch.tensor(obj_boxes, dtype=torch.float32).reshape(-1, 4).clamp_(0, 1), obj_texts)
+
+
+def load_clip_pairs(data_cfg: Mapping[str, Any], split: str, image_size: int, progress: bool = True) -> ClipPairs:
+    """The ``split`` of the dataset a config's ``data:`` section names (shapes or coco)."""
+    cfg = dict(OmegaConf.to_container(data_cfg, resolve=True) if OmegaConf.is_config(data_cfg) else data_cfg)
+    kind = cfg.get("dataset")
+    max_images = (cfg.get(split) or {}).get("max_images", cfg.get("max_images"))
+    if kind == "shapes":
+        from ..data.shapes import ensure_shapes, shapes_paths
+
+        prep = dict(cfg.get("prepare") or {})
+        root = ensure_shapes(Path(cfg["root"]), **prep) if prep else Path(cfg["root"])
+        paths = shapes_paths(root, split)
+        return read_coco_pairs(paths["image_dir"], paths["captions_json"],
+                               [paths["instances_json"], paths["stuff_json"]], image_size, max_images, progress)
+    if kind == "coco":
+        section = dict(cfg.get(split) or {})
+        for key in ("image_dir", "captions_json"):
+            if not section.get(key):
+                raise ConfigError(f"data.{split}.{key}: needed to train a CLIP on COCO")
+        objects = [section[k] for k in ("instances_json", "stuff_json") if section.get(k)]
+        return read_coco_pairs(section["image_dir"], section["captions_json"], objects, image_size, max_images,
+                               progress)
+    if kind == "vg":
+        raise ConfigError("data.dataset: vg has no captions; train the CLIP on shapes or coco")
+    raise ConfigError(f"data.dataset: unknown dataset {kind!r} (shapes or coco)")
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (or float in [-1, 1]) images -> float in [-1, 1]."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(127.5).sub_(1.0)
+    return images.float()
+
+
+def crop_objects(images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int],
+                 margin: float = 0.1) -> torch.Tensor:
+    """(K, 3, size, size) crops of the boxes (K, 4) from images (K, 3, H, W), box grown by ``margin``."""
+    from torchvision.ops import roi_align
+
+    h, w = images.shape[-2:]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    b = boxes.float().clone()
+    grow = (b[:, 2:] - b[:, :2]) * margin
+    b[:, :2] -= grow
+    b[:, 2:] += grow
+    b = b.clamp(0, 1) * torch.tensor([w, h, w, h], dtype=torch.float32)
+    rois = torch.cat([torch.arange(len(b), dtype=torch.float32)[:, None], b], dim=1).to(images.device)
+    return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+# -- retrieval -----------------------------------------------------------------------------------
+def retrieval_accuracy(image_emb: torch.Tensor, text_emb: torch.Tensor, num_candidates: int = 100, seed: int = 0,
+                       keys: Sequence[Any] | None = None, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Top-k accuracy of finding row i of ``text_emb`` for row i of ``image_emb`` among
+    ``num_candidates`` texts: the true one and ``num_candidates - 1`` others drawn (without
+    replacement, fixed ``seed``) from the other rows. Rows with an equal key (e.g. the same
+    caption text) are never each other's candidates. A tie counts against the true text."""
+    n = image_emb.shape[0]
+    if text_emb.shape[0] != n:
+        raise ConfigError(f"retrieval: {n} images but {text_emb.shape[0]} texts")
+    if num_candidates < 2:
+        raise ConfigError(f"retrieval: num_candidates must be >= 2, got {num_candidates}")
+    keys = list(range(n)) if keys is None else list(keys)
+    groups: dict[Any, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    sims = image_emb.float() @ text_emb.float().T  # (n, n)
+    rng = np.random.default_rng(seed)
+    hits = {k: 0 for k in ks}
+    for i in range(n):
+        same = set(groups[keys[i]])
+        pool = np.array([j for j in range(n) if j not in same])
+        if len(pool) < num_candidates - 1:
+            raise ConfigError(f"retrieval: {num_candidates} candidates asked, but only {len(pool) + 1} "
+                              "distinct texts exist")
+        others = rng.choice(pool, size=num_candidates - 1, replace=False)
+        rank = int((sims[i, torch.from_numpy(others)] >= sims[i, i]).sum())  # texts scored at least as high
+        for k in ks:
+            hits[k] += rank < k
+    out = {f"top{k}": hits[k] / n for k in ks}
+    out.update(num_queries=n, num_candidates=num_candidates)
+    return out
+
+
+@torch.no_grad()
+def embed_images(encoder: TextEncoder, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N, D) normalised embeddings of images (uint8 or float in [-1, 1]), in eval mode."""
+    was_training = encoder.model.training
+    encoder.model.eval()
+    try:
+        rows = [encoder.encode_image(_to_float(images[s : s + batch_size]).to(encoder.device))
+                for s in range(0, images.shape[0], batch_size)]
+    finally:
+        encoder.model.train(was_training)
+    return torch.cat(rows).float().cpu()
+
+
+@torch.no_grad()
+def embed_texts(encoder: TextEncoder, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    was_training = encoder.model.training
+    encoder.model.eval()
+    try:
+        rows = [encoder.encode_text(list(texts[s : s + batch_size])) for s in range(0, len(texts), batch_size)]
+    finally:
+        encoder.model.train(was_training)
+    return torch.cat(rows).float().cpu()
+
+
+def caption_retrieval_accuracy(encoder: TextEncoder, images: torch.Tensor, captions: Sequence[str],
+                               num_candidates: int = 100, seed: int = 0, batch_size: int = 256) -> dict[str, float]:
+    """Caption retrieval among ``num_candidates`` (see :func:`retrieval_accuracy`): images
+    (N, 3, H, W) uint8 or float in [-1, 1], one caption per image. Returns top1, top5, ..."""
+    if images.shape[0] != len(captions):
+        raise ConfigError(f"retrieval: {images.shape[0]} images but {len(captions)} captions")
+    img = embed_images(encoder, images, batch_size)
+    txt = embed_texts(encoder, list(captions), batch_size)
+    return retrieval_accuracy(img, txt, num_candidates, seed, keys=list(captions))
+
+
+# -- training ------------------------------------------------------------------------------------
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA device is available (use device=cpu or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device={name!r}: expected auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """open_clip's split: no weight decay on gains, biases, embeddings' scale and the temperature."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name \
+                or "positional_embedding" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def _cosine_with_warmup(warmup: int, total: int, floor: float = 0.0):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        t = (step - warmup) / max(1, total - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return factor
+
+
+@dataclass
+class ClipTrainResult:
+    encoder: TextEncoder
+    out_dir: Path | None
+    losses: list[float]
+    history: list[dict]  # evaluations: step, top1, top5, seconds
+    seconds: float
+
+
+class _Sampler:
+    """Epoch-wise shuffled image indices, a random caption each, and crops with distinct texts."""
+
+    def __init__(self, pairs: ClipPairs, seed: int):
+        self.pairs = pairs
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+        self.by_text: dict[str, list[int]] = {}
+        for m, t in enumerate(pairs.obj_texts):
+            self.by_text.setdefault(t, []).append(m)
+        self.texts = sorted(self.by_text)
+
+    def images(self, n: int) -> tuple[list[int], list[str]]:
+        idx = []
+        while len(idx) < n:
+            if not self.order:
+                self.order = list(range(len(self.pairs)))
+                self.rng.shuffle(self.order)
+            idx.append(self.order.pop())
+        return idx, [self.rng.choice(self.pairs.captions[i]) for i in idx]
+
+    def crops(self, n: int) -> tuple[list[int], list[str]]:
+        texts = self.rng.sample(self.texts, min(n, len(self.texts)))
+        return [self.rng.choice(self.by_text[t]) for t in texts], texts
+
+
+def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save: bool = True,
+               pairs: tuple[ClipPairs, ClipPairs] | None = None) -> ClipTrainResult:
+    """Train a domain CLIP as ``cfg`` (see ``configs/clip_shapes.yaml``) says; save it to ``out_dir``."""
+    from open_clip.loss import ClipLoss
+    from tqdm.auto import tqdm
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg))
+    tr = cfg.train
+    seed = int(cfg.seed)
+    torch.manual_seed(seed)
+    device = _device(str(cfg.get("device", "auto")))
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    encoder = TextEncoder.from_config(model_cfg, frozen=False).to(device)
+    encoder.train()
+    size = encoder.image_size[0]
+    for key in ("steps", "batch_size", "lr", "warmup", "weight_decay"):
+        if key not in tr:
+            raise ConfigError(f"train.{key}: missing")
+    steps, batch_size = int(tr.steps), int(tr.batch_size)
+    if steps < 1 or batch_size < 2:
+        raise ConfigError(f"train: need steps >= 1 and batch_size >= 2, got {steps} and {batch_size}")
+    crops_per_step = int(tr.get("crops_per_step", 0))
+    crop_weight = float(tr.get("crop_weight", 1.0))
+    eval_every = int(tr.get("eval_every", 0))
+    log_every = int(tr.get("log_every", 0))
+    num_candidates = int(tr.get("num_candidates", 100))
+    eval_seed = int(tr.get("eval_seed", 0))
+
+    t0 = time.time()
+    if pairs is None:
+        train_pairs = load_clip_pairs(cfg.data, "train", size, progress)
+        val_pairs = load_clip_pairs(cfg.data, "val", size, progress)
+    else:
+        train_pairs, val_pairs = pairs
+    val_captions = [c[0] for c in val_pairs.captions]
+    n_cand = min(num_candidates, len(set(val_captions)))
+    load_seconds = time.time() - t0
+    if progress:
+        print(f"train-clip: {len(train_pairs)} train images ({len(train_pairs.obj_texts)} objects), "
+              f"{len(val_pairs)} val images, loaded in {load_seconds:.0f} s; device {device}", flush=True)
+
+    sampler = _Sampler(train_pairs, seed)
+    model = encoder.model
+    opt = torch.optim.AdamW(_param_groups(model, float(tr.weight_decay)), lr=float(tr.lr),
+                            betas=tuple(tr.get("betas", (0.9, 0.98))), eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(int(tr.warmup), steps))
+    loss_fn = ClipLoss()
+    writer = None
+    if cfg.get("log_dir"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(cfg.log_dir))
+
+    def evaluate(step: int) -> dict:
+        r = caption_retrieval_accuracy(encoder, val_pairs.images, val_captions, n_cand, eval_seed)
+        r = {"step": step, "top1": r["top1"], "top5": r["top5"], "num_candidates": n_cand,
+             "seconds": round(time.time() - t0, 1)}
+        if writer is not None:
+            writer.add_scalar("val/caption_top1", r["top1"], step)
+            writer.add_scalar("val/caption_top5", r["top5"], step)
+        return r
+
+    losses: list[float] = []
+    history: list[dict] = []
+    bar = tqdm(range(steps), desc="train-clip", unit="step", disable=not progress or None)
+    for step in bar:
+        idx, caps = sampler.images(batch_size)
+        images = _to_float(train_pairs.images[idx]).to(device)
+        texts = list(caps)
+        n_crops = 0
+        if crops_per_step > 0 and train_pairs.obj_texts:
+            obj, obj_texts = sampler.crops(crops_per_step)
+            src = _to_float(train_pairs.images[train_pairs.obj_image[obj]]).to(device)
+            crops = crop_objects(src, train_pairs.obj_boxes[obj], size)
+            images = torch.cat([images, crops])
+            texts += obj_texts
+            n_crops = len(obj)
+        img_f = encoder.encode_image(images)
+        txt_f = encoder.encode_text(texts)
+        scale = model.logit_scale.exp()
+        loss_img = loss_fn(img_f[:batch_size], txt_f[:batch_size], scale)
+        loss = loss_img
+        loss_crop = None
+        if n_crops > 1:
+            loss_crop = loss_fn(img_f[batch_size:], txt_f[batch_size:], scale)
+            loss = loss + crop_weight * loss_crop
+        if not torch.isfinite(loss):
+            raise ConfigError(f"train-clip: the loss became {loss.item()} at step {step}; lower train.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if float(tr.get("grad_clip", 0) or 0) > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(tr.grad_clip))
+        opt.step()
+        sched.step()
+        with torch.no_grad():  # as open_clip: the temperature never goes below 1/100
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss.item()))
+        if writer is not None:
+            writer.add_scalar("train/loss", losses[-1], step)
+            writer.add_scalar("train/loss_captions", float(loss_img.item()), step)
+            if loss_crop is not None:
+                writer.add_scalar("train/loss_crops", float(loss_crop.item()), step)
+            writer.add_scalar("train/logit_scale", float(scale.item()), step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", T=f"{scale.item():.0f}")
+        if log_every > 0 and (step + 1) % log_every == 0:
+            recent = losses[-log_every:]
+            bar.write(f"step {step + 1}/{steps}: loss {sum(recent) / len(recent):.3f}, logit scale "
+                      f"{scale.item():.1f}, {(time.time() - t0 - load_seconds) / (step + 1):.2f} s/step")
+        if eval_every > 0 and (step + 1) % eval_every == 0 and step + 1 < steps:
+            history.append(evaluate(step + 1))
+            bar.write(f"step {step + 1}: caption top-1 {history[-1]['top1']:.3f}, top-5 {history[-1]['top5']:.3f} "
+                      f"(among {n_cand})")
+    bar.close()
+    train_seconds = time.time() - t0 - load_seconds
+    history.append(evaluate(steps))
+    encoder.freeze()
+    seconds = time.time() - t0
+    final = history[-1]
+    encoder.metadata = {
+        "step": steps, "val_caption_top1": final["top1"], "val_caption_top5": final["top5"],
+        "num_candidates": n_cand, "num_val_images": len(val_pairs), "num_train_images": len(train_pairs),
+        "load_seconds": round(load_seconds, 1), "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(seconds, 1), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "history": history, "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    out_dir = None
+    if save:
+        out_dir = encoder.save_pretrained(Path(cfg.out_dir), encoder.metadata)
+    if writer is not None:
+        writer.close()
+    return ClipTrainResult(encoder, out_dir, losses, history, seconds)
+
+
+def cmd_train_clip(args) -> int:
+    """``layout2img train-clip [--config FILE] [key=value ...]``."""
+    cfg = load_clip_config(args.config, args.overrides)
+    result = train_clip(cfg)
+    final = result.history[-1]
+    print(f"caption retrieval on val: top-1 {final['top1']:.3f}, top-5 {final['top5']:.3f} "
+          f"among {final['num_candidates']} ({result.encoder.metadata['num_val_images']} images); "
+          f"{result.seconds:.0f} s")
+    print(f"domain CLIP written to {result.out_dir}")
+    return 0
+

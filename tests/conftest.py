@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny Shapes dataset and config overrides for a tiny, fast model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory) -> Path:
+    """32 px Shapes with 24 train and 8 val images, built once per test session."""
+    from layout2img.data.shapes import ensure_shapes
+
+    return ensure_shapes(tmp_path_factory.mktemp("data") / "shapes32", num_train=24, num_val=8, size=32, seed=0,
+                         workers=1)
+
+
+def tiny_overrides(shapes_root: Path, out_dir: Path, **extra) -> list[str]:
+    """Overrides that turn configs/shapes_64.yaml into a seconds-long CPU run."""
+    o = {
+        "out_dir": str(out_dir), "device": "cpu", "batch_size": 4, "max_steps": 4, "checkpoint_every": 2,
+        "sample_every": 1000, "log_every": 1,
+        "data.root": str(shapes_root), "data.image_size": 32, "data.prepare.num_train": 24,
+        "data.prepare.num_val": 8, "data.prepare.size": 32,
+        "model.gcn.embed_dim": 16, "model.gcn.width": 16, "model.gcn.hidden": 32, "model.gcn.layers": 1,
+        "model.layout.box_hidden": 32, "model.layout.mask_channels": 8,
+        "model.generator.ngf": 8, "model.generator.n_downsample": 2, "model.generator.n_blocks": 1,
+        "model.encoder.nef": 4, "model.encoder.n_downsample": 2,
+        "discriminator.image.ndf": 8, "discriminator.image.num_D": 1, "discriminator.image.n_layers": 2,
+    }
+    o.update(extra)
+    return [f"{k}={v}" for k, v in o.items()]

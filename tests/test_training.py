@@ -1,0 +1,156 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_overrides
+from layout2img.config import load_config
+from layout2img.models.pipeline import SceneGraphToImage
+from layout2img.training import checkpoint as ckpt
+from layout2img.training.trainer import Trainer, TrainingDiverged
+
+
+def _train(overrides, config=None):
+    trainer = Trainer(load_config(config, overrides))
+    try:
+        return trainer, trainer.fit()
+    finally:
+        trainer.close()
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_2n_steps_equal_n_steps_plus_resume(tiny_shapes, tmp_path):
+    _, straight = _train(tiny_overrides(tiny_shapes, tmp_path / "a", max_steps=6, checkpoint_every=3))
+    _, first = _train(tiny_overrides(tiny_shapes, tmp_path / "b", max_steps=3, checkpoint_every=3))
+    trainer, resumed = _train(tiny_overrides(tiny_shapes, tmp_path / "b", max_steps=6, checkpoint_every=3))
+    assert first.name == "step_000003" and resumed.name == straight.name == "step_000006"
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa, sb = ckpt.load_training_state(straight), ckpt.load_training_state(resumed)
+    for k in sa["d_image"]:
+        assert torch.equal(sa["d_image"][k], sb["d_image"][k]), k
+    # the model is really learning something: weights moved away from the step-3 ones
+    assert any(not torch.equal(a[k], _weights(first)[k]) for k in a if a[k].is_floating_point())
+
+
+def test_run_leaves_loadable_checkpoint_samples_and_logs(tiny_shapes, tmp_path):
+    out = tmp_path / "run"
+    _, last = _train(tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=1, sample_every=2, keep_last=1))
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_000002"]
+    model = SceneGraphToImage.from_pretrained(out / "checkpoints" / "latest")
+    assert model.metadata["training_step"] == 2
+    img = model.generate([{"objects": ["circle", "square", "grass", "sky"], "relationships": [[0, "left of", 1]]}])
+    assert img.shape == (1, 3, 32, 32) and img.abs().max() <= 1
+    assert (out / "samples.png").stat().st_size > 0 and (out / "samples" / "step_000002.png").exists()
+    assert any((out / "tensorboard").iterdir())
+    assert (out / "config.yaml").read_text().count("max_steps: 2") == 1
+
+
+def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_shapes, tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    _train(tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=2))
+    import layout2img.training.trainer as trainer_module
+
+    real_box_loss = trainer_module.box_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real_box_loss(*a, **k)
+        return loss * float("nan") if calls["n"] >= 2 else loss
+
+    monkeypatch.setattr(trainer_module, "box_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 4: loss .*box.* is not finite.*step_000003"):
+        _train(tiny_overrides(tiny_shapes, out, max_steps=6, checkpoint_every=1))
+    # step 3 was good and saved; step 4 diverged and saved nothing; every checkpoint is intact
+    assert ckpt.latest_checkpoint(out / "checkpoints").name == "step_000003"
+    state = ckpt.load_training_state(ckpt.latest_checkpoint(out / "checkpoints"))
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def _cli(args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_sigkill_then_resume_loses_at_most_one_interval(tiny_shapes, tmp_path):
+    out = tmp_path / "killed"
+    args = tiny_overrides(tiny_shapes, out, max_steps=400, checkpoint_every=2)
+    proc = _cli(args)
+    root = out / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt.list_checkpoints(root)) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # at an arbitrary moment, possibly mid-write
+    proc.wait()
+    assert ckpt.list_checkpoints(root), "the run never wrote a checkpoint"
+    killed_at = ckpt.latest_checkpoint(root)
+    step_killed = int(killed_at.name.split("_")[1])
+    args_resume = tiny_overrides(tiny_shapes, out, max_steps=step_killed + 2, checkpoint_every=2)
+    res = _cli(args_resume)
+    text, _ = res.communicate(timeout=300)
+    assert res.returncode == 0, text
+    assert f"resuming from {killed_at}" in text
+    final = ckpt.latest_checkpoint(root)
+    assert final.name == f"step_{step_killed + 2:06d}"
+    SceneGraphToImage.from_pretrained(final)
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_train_cli_reports_bad_config_in_one_line(tmp_path):
+    res = _cli(["bach_size=3"])
+    text, _ = res.communicate(timeout=120)
+    assert res.returncode == 2
+    assert text.strip().splitlines() == ["error: override 'bach_size=3': unknown key 'bach_size' in "
+                                         "shapes_64.yaml; did you mean 'batch_size'?"]
+
+
+def test_ddp_two_gloo_processes_train_and_write_one_checkpoint(tiny_shapes, tmp_path):
+    out = tmp_path / "ddp"
+    args = tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=2)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "train.py"), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_000002"]
+    model = SceneGraphToImage.from_pretrained(out / "checkpoints" / "latest")
+    assert model.metadata["training_step"] == 2
+
+
+COCO_TINY = REPO.parent / "shared" / "data" / "coco-tiny"
+
+
+@pytest.mark.skipif(not COCO_TINY.exists(), reason="../shared/data/coco-tiny is absent (real COCO fixture)")
+def test_coco_config_trains_on_real_coco_annotations(tmp_path):
+    """configs/coco_64.yaml's data section drives the real COCO loader end to end (things only)."""
+    ann = COCO_TINY / "annotations"
+    overrides = [
+        f"out_dir={tmp_path / 'coco'}", "device=cpu", "batch_size=2", "max_steps=1", "checkpoint_every=1",
+        "sample_every=1", "data.num_workers=0", "data.image_size=32", "data.stuff_only=false",
+        f"data.train.image_dir={COCO_TINY / 'train2017'}", f"data.train.instances_json={ann / 'instances_train2017.json'}",
+        "data.train.stuff_json=null", f"data.train.captions_json={ann / 'captions_train2017.json'}",
+        "data.val=null", "discriminator.image.ndf=8", "discriminator.image.num_D=1", "discriminator.object.ndf=8",
+        "loss.perceptual=none", "model.gcn.width=16", "model.gcn.embed_dim=16", "model.gcn.hidden=32",
+        "model.gcn.layers=1", "model.generator.ngf=8", "model.generator.n_downsample=2", "model.generator.n_blocks=1",
+        "model.layout.box_hidden=16", "model.layout.mask_channels=8",
+    ]
+    with pytest.warns(UserWarning, match="things only"):
+        trainer, last = _train(overrides, config="coco_64")
+    assert trainer.vocab.name == "coco-stuff" and trainer.d_object is not None
+    model = SceneGraphToImage.from_pretrained(last)
+    img = model.generate([{"objects": ["person", "dog", "grass"], "relationships": [[0, "left of", 1]]}])
+    assert img.shape == (1, 3, 32, 32)
