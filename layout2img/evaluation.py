@@ -116,6 +116,25 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     to_pil(image).save(path, format="PNG")
 
 
+def _clip_encoder(model, cfg, clip, device) -> tuple[Any, str | None, str | None]:
+    """(encoder, what it is, why there is none): ``clip`` given, else the model's, else the config's."""
+    from .errors import Layout2ImgError
+
+    if clip is None and model.text_encoder is not None:
+        return model.text_encoder, "the model's text encoder", None
+    spec = clip if clip is not None else (cfg.get("text_encoder") or cfg.model.get("text_encoder"))
+    if not spec:
+        return None, None, None
+    from .models.text import TextEncoder
+
+    try:
+        return TextEncoder.load(str(spec), device=device).eval(), str(spec), None
+    except Layout2ImgError as e:
+        if clip is not None:
+            raise
+        return None, None, f"the configured text encoder {spec!r} cannot be loaded: {e}"
+
+
 def _model_texts(batch, vocab) -> list[str]:
     from .metrics.clip_score import graph_text
 
@@ -139,8 +158,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
              metrics: str | Sequence[str] | None = None, samples_per_layout: int = 1, layout: str = "gt",
              style: str = "auto", max_images: int | None = None, seed: int = 0, batch_size: int = 16,
              device: str = "auto", classifier: str | os.PathLike | None = None,
-             inception: str | os.PathLike | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-             progress: bool = True, log: Callable[[str], None] = print) -> dict:
+             inception: str | os.PathLike | None = None, clip: str | None = None, kid_subsets: int = 100,
+             kid_subset_size: int = 1000, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Evaluate ``checkpoint`` (see the module doc); returns the report that was written to ``out``."""
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -214,12 +233,15 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
                                   f"the checkpoint uses {model.vocab.name!r}")
     if "is" in wanted:
         skipped["is"] = IS_UNAVAILABLE
-    if "clip" in wanted and (why := clip_unavailable_reason(model.text_encoder)):
-        skipped["clip"] = why
+    clip_encoder = clip_name = None
+    if "clip" in wanted:
+        clip_encoder, clip_name, load_error = _clip_encoder(model, cfg, clip, dev)
+        if why := load_error or clip_unavailable_reason(clip_encoder):
+            skipped["clip"] = why
     if "diversity" in wanted and k_samples < 2:
         skipped["diversity"] = "needs --samples-per-layout of 2 or more"
     for m in ("fid", "kid"):
-        if m in wanted and (n_layouts < 2 or n_layouts * k_samples < 2):
+        if m in wanted and n_layouts < 2:
             skipped[m] = f"needs at least 2 real and 2 generated images (have {n_layouts} layouts)"
     if strict and (bad := [m for m in wanted if m in skipped]):
         raise ConfigError(f"metric {bad[0]!r} cannot run: {skipped[bad[0]]}")
@@ -243,7 +265,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     image_ids: list[Any] = []
     loader = DataLoader(Subset(dataset, range(n_layouts)), batch_size=batch_size, shuffle=False, collate_fn=collate,
                         num_workers=0)
-    text_encoder = model.text_encoder if "clip" in run else None
+    text_encoder = clip_encoder if "clip" in run else None
     with atomic_dir(images_dir, overwrite=True) as tmp:
         (tmp / "real").mkdir()
         (tmp / "fake").mkdir()
@@ -329,7 +351,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
                                                   "features of the samples of one layout, averaged over layouts"}
     if "clip" in run:
         results["clip"] = {"generated": float(torch.cat(clip_fake).mean()), "real": float(torch.cat(clip_real).mean()),
-                           "definition": "100 * max(cos(image, text), 0), mean over images",
+                           "encoder": clip_name, "definition": "100 * max(cos(image, text), 0), mean over images",
                            "texts": "captions where the dataset has them, else the scene graph as text"}
     for m, why in skipped.items():
         results[m] = {"skipped": why}
@@ -348,6 +370,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         "feature_extractor": extractor.protocol() if extractor is not None else None,
         "fid_definition": "pytorch-fid: PNG uint8 -> x/127.5-1 -> bilinear 299 -> pool3 2048-d; "
                           "|mu1-mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)) (scipy.linalg.sqrtm, eps 1e-6)",
+        "text_conditioning": ("none: the model takes no text" if model.text_dim == 0 else
+                              "not used: generated without text (text_emb=None)"),
         "checkpoint": str(ckpt), "training_step": (model.metadata or {}).get("training_step"),
         "config": str(cfg_path), "images": str(images_dir),
     }

@@ -33,3 +33,18 @@ def tiny_overrides(shapes_root: Path, out_dir: Path, **extra) -> list[str]:
     }
     o.update(extra)
     return [f"{k}={v}" for k, v in o.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_shapes) -> Path:
+    """A checkpoint of a tiny model trained 2 steps at 32 px, made once per test session."""
+    from layout2img.config import load_config
+    from layout2img.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("tiny_checkpoint_run")
+    trainer = Trainer(load_config(None, tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=2)))
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return out / "checkpoints" / "latest"

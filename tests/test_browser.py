@@ -15,7 +15,6 @@ import pytest
 
 from layout2img.generate import load_model
 from layout2img.web.server import make_server
-from tiny_checkpoint import tiny_checkpoint
 
 CHROMIUM = os.environ.get("LAYOUT2IMG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("LAYOUT2IMG_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -35,8 +34,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_shapes):
-    model = load_model(tiny_checkpoint(tmp_path_factory, tiny_shapes), "cpu")
+def server(tiny_checkpoint):
+    model = load_model(tiny_checkpoint, "cpu")
     srv = make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO())
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

@@ -11,7 +11,6 @@ from layout2img import SceneGraphToImage
 from layout2img.cli import main
 from layout2img.errors import ConfigError, DataError
 from layout2img.generate import object_style_codes, output_paths
-from tiny_checkpoint import tiny_checkpoint
 
 SCENE = {"objects": ["circle", "square", "grass", "sky"], "relationships": [[0, "left of", 1], [2, "below", 3]]}
 BOXED = {"objects": ["star", "sea"], "relationships": [[0, "above", 1]],
@@ -19,8 +18,8 @@ BOXED = {"objects": ["star", "sea"], "relationships": [[0, "above", 1]],
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_shapes):
-    return tiny_checkpoint(tmp_path_factory, tiny_shapes)
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def _write(path, data):

@@ -131,3 +131,18 @@ def test_transpose_upsampling_option_and_bad_inputs():
         g(torch.randn(1, C, 16, 16), stage="local")
     with pytest.raises(ConfigError, match="norm"):
         small(norm="layer")
+
+
+def test_layout_skips_feed_the_layout_at_every_decoder_scale():
+    torch.manual_seed(0)
+    g = Generator(5, ngf=4, n_downsample=2, n_blocks=1, layout_skips=True)
+    assert [up.conv.in_channels for up in g.global_net.up] == [16 + 5, 8 + 5]
+    layout = torch.rand(1, 5, 16, 16, requires_grad=True)
+    out = g(layout)
+    assert out.shape == (1, 3, 16, 16)
+    # a change of one layout pixel reaches the output through the skip path at full resolution
+    out[0, :, 3, 3].sum().backward()
+    assert layout.grad[0, :, 3, 3].abs().sum() > 0
+    compiled = torch.compile(g, fullgraph=True, backend="eager")
+    x = torch.randn(2, 5, 16, 16)
+    assert torch.allclose(compiled(x), g(x), atol=1e-6)

@@ -47,7 +47,7 @@ def test_relation_satisfaction_of_hand_built_layouts():
                (0, "__in_image__", 4), (0, "wearing", 1)]                       # not geometric: not counted
     assert relation_satisfaction(boxes, triples) == (6, 9)
     # mask centroids decide: a wide box whose mask sits at its right end is right of a box at its centre
-    wide = torch.tensor([[0.0, 0.0, 1.0, 0.2], [0.45, 0.5, 0.55, 0.6]])
+    wide = torch.tensor([[0.0, 0.0, 1.0, 0.2], [0.45, 0.25, 0.55, 0.35]])
     masks = torch.zeros(2, 4, 4)
     masks[0, :, 3] = 1
     masks[1] = 1

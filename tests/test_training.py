@@ -154,3 +154,33 @@ def test_coco_config_trains_on_real_coco_annotations(tmp_path):
     model = SceneGraphToImage.from_pretrained(last)
     img = model.generate([{"objects": ["person", "dog", "grass"], "relationships": [[0, "left of", 1]]}])
     assert img.shape == (1, 3, 32, 32)
+
+
+def test_coarse_to_fine_schedule_trains_global_first_then_freezes_it(tiny_shapes, tmp_path):
+    overrides = tiny_overrides(tiny_shapes, tmp_path / "c2f", max_steps=3, checkpoint_every=3,
+                               **{"model.generator.n_local_enhancers": 1, "model.generator.n_blocks_local": 1,
+                                  "train.global_steps": 1, "train.fix_global_steps": 1})
+    trainer = Trainer(load_config(None, overrides))
+    batch = trainer.augment(next(iter(trainer.loader)))
+    g = trainer.model.generator
+
+    def snapshot(params):
+        return [p.detach().clone() for p in params]
+
+    assert trainer.stage() == "global"
+    glob0, loc0 = snapshot(g.global_parameters()), snapshot(g.local_parameters())
+    trainer.train_step(batch)
+    assert trainer._last_out.images.shape[-1] == 16  # half resolution while the global net trains alone
+    changed = lambda a, b: any(not torch.equal(x, y) for x, y in zip(a, b))  # noqa: E731
+    glob1, loc1 = snapshot(g.global_parameters()), snapshot(g.local_parameters())
+    assert changed(glob0, glob1) and not changed(loc0, loc1)
+    trainer.step = 1  # the enhancer joins; the global net stays fixed for fix_global_steps
+    assert trainer.stage() == "full"
+    trainer.train_step(batch)
+    assert trainer._last_out.images.shape[-1] == 32
+    glob2, loc2 = snapshot(g.global_parameters()), snapshot(g.local_parameters())
+    assert not changed(glob1, glob2) and changed(loc1, loc2)
+    trainer.step = 2  # then everything trains
+    trainer.train_step(batch)
+    assert changed(glob2, snapshot(g.global_parameters()))
+    trainer.close()

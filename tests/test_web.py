@@ -18,14 +18,13 @@ from layout2img.cli import main
 from layout2img.errors import ConfigError
 from layout2img.generate import load_model
 from layout2img.web.server import MAX_BODY, make_server
-from tiny_checkpoint import tiny_checkpoint
 
 GRAPH = {"objects": ["sky", "grass", "circle"], "relationships": [[0, "above", 1], [2, "above", 1]]}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_shapes):
-    model = load_model(tiny_checkpoint(tmp_path_factory, tiny_shapes), "cpu")
+def server(tiny_checkpoint):
+    model = load_model(tiny_checkpoint, "cpu")
     log = io.StringIO()
     srv = make_server(model, "127.0.0.1", 0, quiet=True, log=log, max_waiting=64)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -229,8 +228,8 @@ def test_port_in_use_is_a_one_line_error(server):
         make_server(server.service.model, "127.0.0.1", server.server_address[1])
 
 
-def test_serve_command_starts_answers_and_stops_on_ctrl_c(tmp_path_factory, tiny_shapes):
-    checkpoint = tiny_checkpoint(tmp_path_factory, tiny_shapes)
+def test_serve_command_starts_answers_and_stops_on_ctrl_c(tiny_checkpoint):
+    checkpoint = tiny_checkpoint
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "layout2img.cli", "serve", "--checkpoint", str(checkpoint),
                              "--port", "0", "--device", "cpu"], env=env, stdout=subprocess.PIPE,

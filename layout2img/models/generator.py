@@ -26,6 +26,8 @@ Differences from pix2pixHD, on purpose:
 * Upsampling is nearest-neighbour x2 followed by a 3x3 conv instead of a transposed convolution,
   which avoids checkerboard artefacts (Odena et al., 2016, "Deconvolution and Checkerboard
   Artifacts"); ``upsample='transpose'`` restores the original.
+* ``layout_skips=True`` feeds the layout again at every decoder scale of G1 (as sg2im's cascaded
+  refinement network does), so shapes need not survive the bottleneck; off by default (pix2pixHD).
 * Every residual block carries a :class:`~.normalization.FiLM` after its first normalisation,
   driven by a text embedding; without text the block is exactly pix2pixHD's.
 
@@ -69,6 +71,23 @@ def upsample_block(in_ch: int, out_ch: int, norm: str, padding: str, mode: str) 
     return nn.Sequential(*layers, norm_layer(norm, out_ch), nn.ReLU(inplace=True))
 
 
+class LayoutSkipUpsample(nn.Module):
+    """x2 upsampling whose conv also sees the layout at the new resolution (sg2im's CRN idea).
+
+    pix2pixHD's global net has no skip connections, so object shapes must survive an 8x8
+    bottleneck; feeding the layout again at every decoder scale keeps edges where the masks say.
+    """
+
+    def __init__(self, in_ch: int, layout_ch: int, out_ch: int, norm: str, padding: str):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv = conv2d(in_ch + layout_ch, out_ch, 3, padding=padding)
+        self.norm = norm_layer(norm, out_ch)
+
+    def forward(self, h: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(torch.cat([self.up(h), layout], 1))))
+
+
 def rgb_head(in_ch: int, out_ch: int, padding: str) -> nn.Sequential:
     """7x7 conv -> tanh."""
     return nn.Sequential(conv2d(in_ch, out_ch, 7, padding=padding), nn.Tanh())
@@ -98,25 +117,39 @@ class GlobalGenerator(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
                  n_blocks: int = 9, text_dim: int = 0, norm: str = "instance", padding: str = "reflect",
-                 upsample: str = "nearest"):
+                 upsample: str = "nearest", layout_skips: bool = False):
         super().__init__()
+        self.layout_skips = layout_skips
         self.stem = conv_block(in_channels, ngf, 7, 1, norm, padding)
         self.down = nn.Sequential(*[
             conv_block(ngf * 2 ** i, ngf * 2 ** (i + 1), 3, 2, norm, padding) for i in range(n_downsample)
         ])
         width = ngf * 2 ** n_downsample
         self.blocks = nn.ModuleList([ResnetBlock(width, norm, padding, text_dim) for _ in range(n_blocks)])
-        self.up = nn.Sequential(*[
-            upsample_block(ngf * 2 ** (i + 1), ngf * 2 ** i, norm, padding, upsample)
-            for i in reversed(range(n_downsample))
-        ])
+        if layout_skips:
+            self.up = nn.ModuleList([
+                LayoutSkipUpsample(ngf * 2 ** (i + 1), in_channels, ngf * 2 ** i, norm, padding)
+                for i in reversed(range(n_downsample))
+            ])
+        else:
+            self.up = nn.Sequential(*[
+                upsample_block(ngf * 2 ** (i + 1), ngf * 2 ** i, norm, padding, upsample)
+                for i in reversed(range(n_downsample))
+            ])
         self.to_rgb = rgb_head(ngf, out_channels, padding)
 
     def features(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.down(self.stem(layout))
         for block in self.blocks:
             h = block(h, text_emb)
-        return self.up(h)
+        if not self.layout_skips:
+            return self.up(h)
+        pyramid = [layout]  # the layout at each decoder output resolution, finest first
+        for _ in range(len(self.up) - 1):
+            pyramid.append(downsample_layout(pyramid[-1]))
+        for i, up in enumerate(self.up):
+            h = up(h, pyramid[len(self.up) - 1 - i])
+        return h
 
     def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
         return self.to_rgb(self.features(layout, text_emb))
@@ -154,7 +187,8 @@ class Generator(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
                  n_blocks: int = 6, n_local_enhancers: int = 0, n_blocks_local: int = 3, text_dim: int = 0,
-                 norm: str = "instance", padding: str = "reflect", upsample: str = "nearest"):
+                 norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
+                 layout_skips: bool = False):
         super().__init__()
         if in_channels < 1 or ngf < 1 or n_downsample < 0 or n_blocks < 0 or n_local_enhancers < 0:
             raise ConfigError(
@@ -166,7 +200,7 @@ class Generator(nn.Module):
         self.n_local_enhancers = n_local_enhancers
         self.text_dim = text_dim
         self.global_net = GlobalGenerator(in_channels, out_channels, ngf * 2 ** n_local_enhancers, n_downsample,
-                                          n_blocks, text_dim, norm, padding, upsample)
+                                          n_blocks, text_dim, norm, padding, upsample, layout_skips)
         # enhancers[0] is the coarsest (right above G1), enhancers[-1] the finest
         self.enhancers = nn.ModuleList([
             LocalEnhancer(in_channels, ngf * 2 ** (n_local_enhancers - n), n_blocks_local, text_dim, norm, padding,

@@ -51,7 +51,7 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "layout": {"mask_size": 16, "box_hidden": 512, "mask_channels": None, "mask_norm": "batch", "pooling": "over",
                "stuff_below_things": True, "use_gt_masks": True},
     "generator": {"ngf": 64, "n_downsample": 3, "n_blocks": 6, "n_local_enhancers": 0, "n_blocks_local": 3,
-                  "norm": "instance", "padding": "reflect", "upsample": "nearest"},
+                  "norm": "instance", "padding": "reflect", "upsample": "nearest", "layout_skips": False},
     "encoder": {"nef": 16, "n_downsample": 3, "norm": "instance", "padding": "reflect"},
     "clusters": {"k": 10},
 }

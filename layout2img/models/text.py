@@ -188,7 +188,34 @@ class TextEncoder(nn.Module):
 
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         self.text_forward_calls += 1
-        return F.normalize(self.model.encode_text(tokens.to(self.device)).float(), dim=-1)
+        return F.normalize(self._text_features(tokens.to(self.device)).float(), dim=-1)
+
+    def _can_trim(self) -> bool:
+        m = self.model
+        return (type(m).__name__ == "CLIP" and getattr(m, "attn_mask", None) is not None
+                and getattr(m, "text_pool_type", None) == "argmax" and getattr(m.transformer, "batch_first", False))
+
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``model.encode_text(tokens)``, computed faster for a causal text tower pooled at the
+        end-of-text token: each row only runs up to that token (nothing after it can change
+        the result), rows grouped into length buckets of 8 tokens."""
+        m = self.model
+        if not self._can_trim():
+            return m.encode_text(tokens)
+        ends = tokens.argmax(dim=-1)  # open_clip pools at the highest id, the end-of-text token
+        buckets = ((ends + 8) // 8 * 8).clamp(max=tokens.shape[1])
+        parts, order = [], []
+        for length in buckets.unique().tolist():
+            rows = (buckets == length).nonzero().flatten()
+            tok = tokens[rows, :length]
+            cast = m.transformer.get_cast_dtype()
+            x = m.token_embedding(tok).to(cast) + m.positional_embedding[:length].to(cast)
+            x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
+            x = x[torch.arange(x.shape[0], device=x.device), ends[rows]]
+            proj = m.text_projection
+            parts.append(proj(x) if isinstance(proj, nn.Linear) else (x @ proj if proj is not None else x))
+            order.append(rows)
+        return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """(N, embed_dim) L2-normalised text embeddings on the model's device.

@@ -20,6 +20,7 @@ import difflib
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +298,38 @@ def caption_retrieval_accuracy(encoder: TextEncoder, images: torch.Tensor, capti
     return retrieval_accuracy(img, txt, num_candidates, seed, keys=list(captions))
 
 
+# -- hard negatives ------------------------------------------------------------------------------
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def swap_word(text: str, groups: Sequence[Iterable[str]], rng: random.Random) -> str | None:
+    """``text`` with one word that belongs to a group replaced by another word of the same group
+    ("a red circle above ..." -> "a red star above ..."), the article before it fixed (a / an).
+    None when no word of ``text`` is in any group."""
+    sets = [{w.lower() for w in g} for g in groups]
+    where = [(m, g) for m in _WORD.finditer(text) for g in sets if m.group(0).lower() in g and len(g) > 1]
+    if not where:
+        return None
+    m, group = rng.choice(where)
+    new = rng.choice(sorted(group - {m.group(0).lower()}))
+    head = text[: m.start()]
+    article = re.search(r"\b(a|an) $", head)
+    if article:  # "a red" -> "an orange", as the captions write it
+        head = head[: article.start()] + ("an " if new[0] in "aeiou" else "a ")
+    return head + new + text[m.end():]
+
+
+def clip_loss_with_negatives(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                             negative_features: torch.Tensor | None = None) -> torch.Tensor:
+    """open_clip's ClipLoss (symmetric InfoNCE over the batch), with extra texts that every
+    image must also rank below its own: hard negatives join the image->text softmax only."""
+    texts = text_features if negative_features is None else torch.cat([text_features, negative_features])
+    labels = torch.arange(image_features.shape[0], device=image_features.device)
+    logits_per_image = logit_scale * image_features @ texts.T
+    logits_per_text = logit_scale * text_features @ image_features.T
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
 # -- training ------------------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
     if name == "auto":
@@ -394,6 +427,10 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
     log_every = int(tr.get("log_every", 0))
     num_candidates = int(tr.get("num_candidates", 100))
     eval_seed = int(tr.get("eval_seed", 0))
+    hard_negatives = int(tr.get("hard_negatives", 0) or 0)
+    swap_groups = [list(g) for g in (tr.get("swap_words") or [])]
+    if hard_negatives > 0 and not swap_groups:
+        raise ConfigError("train.hard_negatives needs train.swap_words (groups of interchangeable words)")
 
     t0 = time.time()
     if pairs is None:
@@ -410,6 +447,11 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
 
     sampler = _Sampler(train_pairs, seed)
     model = encoder.model
+    from open_clip.modified_resnet import ModifiedResNet
+
+    conv_tower = isinstance(model.visual, ModifiedResNet)
+    memory_format = torch.channels_last if conv_tower and device.type == "cpu" else torch.contiguous_format
+    model.visual.to(memory_format=memory_format)  # a ResNet on a CPU: ~25% faster channels-last
     opt = torch.optim.AdamW(_param_groups(model, float(tr.weight_decay)), lr=float(tr.lr),
                             betas=tuple(tr.get("betas", (0.9, 0.98))), eps=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine_with_warmup(int(tr.warmup), steps))
@@ -444,10 +486,16 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
             images = torch.cat([images, crops])
             texts += obj_texts
             n_crops = len(obj)
-        img_f = encoder.encode_image(images)
-        txt_f = encoder.encode_text(texts)
+        negatives = [n for c in caps for _ in range(hard_negatives)
+                     for n in [swap_word(c, swap_groups, sampler.rng)] if n is not None]
+        img_f = encoder.encode_image(images.contiguous(memory_format=memory_format))
+        txt_f = encoder.encode_text(texts + negatives)
+        neg_f, txt_f = txt_f[len(texts):], txt_f[: len(texts)]
         scale = model.logit_scale.exp()
-        loss_img = loss_fn(img_f[:batch_size], txt_f[:batch_size], scale)
+        if negatives:
+            loss_img = clip_loss_with_negatives(img_f[:batch_size], txt_f[:batch_size], scale, neg_f)
+        else:
+            loss_img = loss_fn(img_f[:batch_size], txt_f[:batch_size], scale)
         loss = loss_img
         loss_crop = None
         if n_crops > 1:

@@ -106,6 +106,10 @@ class Trainer:
         model_cfg = to_container(cfg.model)
         model_cfg["vocab"] = self.vocab.to_dict()
         self.model = SceneGraphToImage(**model_cfg).to(self.device)
+        # channels_last: faster convolutions with oneDNN on CPUs and tensor cores on GPUs
+        self.channels_last = bool(self.train_cfg.get("channels_last", True))
+        if self.channels_last:
+            self.model.generator.to(memory_format=torch.channels_last)
         self.ema = make_ema(self.model, float(self.train_cfg.get("ema_decay", 0.999)))
         dcfg = to_container(cfg.get("discriminator", {})) or {}
         image_d_cfg = dict(dcfg.get("image", {}))
@@ -114,6 +118,8 @@ class Trainer:
         obj_cfg = dcfg.get("object")
         self.d_object = (ObjectDiscriminator(num_classes=self.vocab.num_objects, **obj_cfg).to(self.device)
                          if obj_cfg else None)
+        if self.channels_last:
+            self.d_image.to(memory_format=torch.channels_last)
         lcfg = to_container(cfg.get("loss", {})) or {}
         self.lcfg = lcfg
         self.gan = GANLoss(lcfg.get("gan_mode", "hinge"))

@@ -31,7 +31,6 @@ import threading
 import time
 import traceback
 from collections import Counter, OrderedDict
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any

@@ -1,0 +1,135 @@
+"""Domain CLIP training: data, crops, retrieval accuracy, the loss falling, the train-clip command."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from layout2img.errors import ConfigError
+from layout2img.models.text import TextEncoder
+from layout2img.training.clip import (caption_retrieval_accuracy, crop_objects, load_clip_config, load_clip_pairs,
+                                      retrieval_accuracy, train_clip)
+
+
+def tiny_clip_overrides(shapes_root, out_dir, **extra) -> list[str]:
+    """configs/clip_shapes.yaml shrunk to a seconds-long CPU run on the tiny_shapes fixture."""
+    o = {
+        "out_dir": str(out_dir), "device": "cpu", "data.root": str(shapes_root),
+        # the fixture's own parameters, so ensure_shapes reuses it as it is
+        "data.prepare.num_train": 24, "data.prepare.num_val": 8, "data.prepare.size": 32,
+        "model.embed_dim": 32, "model.vision_cfg.image_size": 32, "model.vision_cfg.width": 8,
+        "model.vision_cfg.head_width": 16, "model.text_cfg.context_length": 24, "model.text_cfg.width": 32,
+        "model.text_cfg.heads": 2, "model.text_cfg.layers": 1,
+        "train.steps": 4, "train.batch_size": 8, "train.crops_per_step": 8, "train.warmup": 2,
+        "train.lr": 0.002, "train.eval_every": 0, "train.log_every": 0, "train.num_candidates": 8,
+    }
+    o.update(extra)
+    return [f"{k}={v}" for k, v in o.items()]
+
+
+def test_retrieval_accuracy_on_known_embeddings():
+    text = torch.eye(5)
+    image = torch.eye(5)
+    image[2] = 0.6 * text[2] + 0.8 * text[3]  # closer to text 3: rank 1
+    image[4] = -text[4]  # every other text scores higher: rank 4
+    r = retrieval_accuracy(image, text, num_candidates=5, seed=0)
+    assert r["top1"] == pytest.approx(3 / 5) and r["top5"] == pytest.approx(1.0)
+    assert r["num_queries"] == 5 and r["num_candidates"] == 5
+    r = retrieval_accuracy(image, text, num_candidates=5, ks=(1, 2, 4))
+    assert (r["top1"], r["top2"], r["top4"]) == (pytest.approx(0.6), pytest.approx(0.8), pytest.approx(0.8))
+    # A text equal to the true one (same key) is never a wrong candidate: image 2 now finds its own.
+    r = retrieval_accuracy(image, text, num_candidates=3, keys=["a", "b", "c", "c", "e"])
+    assert r["top1"] == pytest.approx(4 / 5)  # only image 4 misses
+    with pytest.raises(ConfigError, match="only 4 distinct texts"):
+        retrieval_accuracy(image, text, num_candidates=5, keys=["a", "b", "c", "c", "e"])
+
+
+def test_retrieval_candidates_are_a_fixed_random_subset():
+    torch.manual_seed(0)
+    image = torch.nn.functional.normalize(torch.randn(200, 16), dim=1)
+    text = torch.nn.functional.normalize(image + 0.9 * torch.randn(200, 16), dim=1)
+    a = retrieval_accuracy(image, text, num_candidates=100, seed=3)
+    b = retrieval_accuracy(image, text, num_candidates=100, seed=3)
+    c = retrieval_accuracy(image, text, num_candidates=10, seed=3)
+    assert a == b
+    assert 0 < a["top1"] < c["top1"] <= 1  # fewer candidates: easier
+    assert a["top1"] <= a["top5"]
+
+
+def test_crop_objects_cuts_the_box():
+    img = torch.full((1, 3, 32, 32), -1.0)
+    img[0, 0, 8:16, 16:32] = 1.0  # red where x in [0.5, 1), y in [0.25, 0.5)
+    crop = crop_objects(img, torch.tensor([[0.5, 0.25, 1.0, 0.5]]), 8, margin=0.0)
+    assert crop.shape == (1, 3, 8, 8)
+    # inside: all red; the outermost rows sample half a pixel across the edge (bilinear)
+    assert torch.allclose(crop[0, 0, 1:-1], torch.ones(6, 8)) and (crop[0, 0] >= 0.5).all()
+    assert torch.allclose(crop[0, 1:], -torch.ones(2, 8, 8))
+    wider = crop_objects(img, torch.tensor([[0.5, 0.25, 1.0, 0.5]]), 16, margin=0.25)
+    assert wider[0, 0, 0].mean() < 0 and wider[0, 0, 8, 8] == pytest.approx(1.0)
+
+
+def test_clip_pairs_from_shapes(tiny_shapes):
+    cfg = {"dataset": "shapes", "root": str(tiny_shapes)}
+    pairs = load_clip_pairs(cfg, "val", image_size=32, progress=False)
+    assert pairs.images.shape == (8, 3, 32, 32) and pairs.images.dtype == torch.uint8
+    assert all(len(c) == 3 for c in pairs.captions)
+    anns = json.loads((tiny_shapes / "annotations" / "captions_val.json").read_text())["annotations"]
+    assert pairs.captions[0][0] == next(a["caption"] for a in anns if a["image_id"] == 1)
+    things = json.loads((tiny_shapes / "annotations" / "instances_val.json").read_text())["annotations"]
+    assert len(pairs.obj_texts) >= len(things)  # things and stuff regions
+    assert {a["description"] for a in things} <= set(pairs.obj_texts)
+    assert ((pairs.obj_boxes[:, 2:] > pairs.obj_boxes[:, :2]).all())
+    with pytest.raises(ConfigError, match="vg has no captions"):
+        load_clip_pairs({"dataset": "vg"}, "train", 32)
+
+
+def test_domain_clip_loss_falls(tiny_shapes, tmp_path):
+    cfg = load_clip_config(None, tiny_clip_overrides(tiny_shapes, tmp_path / "clip", **{
+        "train.steps": 30, "train.warmup": 3, "train.batch_size": 12, "train.crops_per_step": 12}))
+    result = train_clip(cfg, progress=False, save=False)
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert len(result.losses) == 30
+    assert last < 0.75 * first, (first, last)
+    assert result.out_dir is None and not (tmp_path / "clip").exists()
+
+
+def test_caption_retrieval_accuracy_with_an_encoder(tiny_shapes):
+    torch.manual_seed(0)
+    enc = TextEncoder.from_config({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
+                                                                   "width": 8, "head_width": 16},
+                                   "text_cfg": {"context_length": 24, "width": 32, "heads": 2, "layers": 1}})
+    pairs = load_clip_pairs({"dataset": "shapes", "root": str(tiny_shapes)}, "val", 32, progress=False)
+    caps = [c[0] for c in pairs.captions]
+    r = caption_retrieval_accuracy(enc, pairs.images, caps, num_candidates=8)
+    assert r["num_queries"] == 8 and 0 <= r["top1"] <= r["top5"] <= 1
+    floats = pairs.images.float() / 127.5 - 1  # float images in [-1, 1] give the same answer
+    assert caption_retrieval_accuracy(enc, floats, caps, num_candidates=8) == r
+
+
+def test_train_clip_command_writes_a_loadable_folder(tiny_shapes, tmp_path, capsys):
+    from layout2img.cli import main
+
+    out = tmp_path / "clip"
+    assert main(["train-clip", *tiny_clip_overrides(tiny_shapes, out)]) == 0
+    printed = capsys.readouterr().out
+    assert "caption retrieval on val: top-1" in printed and str(out) in printed
+    enc = TextEncoder.load(str(out))
+    assert enc.embed_dim == 32 and enc.image_size == (32, 32)
+    meta = enc.metadata
+    assert meta["step"] == 4 and meta["num_candidates"] == 8 and 0 <= meta["val_caption_top1"] <= 1
+    assert meta["config"]["train"]["steps"] == 4
+    assert enc.encode_text(["a red circle"]).shape == (1, 32)
+
+
+def test_train_clip_config_errors(tiny_shapes, tmp_path, capsys):
+    from layout2img.cli import main
+
+    assert main(["train-clip", "train.stepz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'train.stepz'" in err and "did you mean 'train.steps'" in err
+    assert main(["train-clip", *tiny_clip_overrides(tiny_shapes, tmp_path / "x", **{"model.vision_cfg.widht": 8})]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"CLIP config: unknown key vision_cfg\.widht"):
+        train_clip(load_clip_config(None, tiny_clip_overrides(
+            tiny_shapes, tmp_path / "y", **{"+model.vision_cfg.widht": 8})), progress=False, save=False)
