@@ -72,7 +72,7 @@ import numpy as np
 from tqdm import tqdm
 
 from layout2img.errors import ConfigError, DataError, Layout2ImgError
-from layout2img.io import atomic_path
+from layout2img.io import atomic_path, read_json
 from layout2img.vocab import IMAGE_OBJECT, IN_IMAGE, Vocab
 
 VG_FILES = {
@@ -92,15 +92,7 @@ FORMAT_VERSION = 1
 def _load_json_list(path: Path, progress: bool) -> list:
     if progress:
         print(f"Loading {path}", file=sys.stderr)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 (byte {e.start})") from None
+    data = read_json(path, "VG file")
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of images, got {type(data).__name__}")
     return data
@@ -213,12 +205,7 @@ def _read_relationships(path: Path, aliases: dict[str, str], progress: bool) -> 
 
 # -- splits ----------------------------------------------------------------------------------
 def load_splits(path: Path, images: dict[int, dict]) -> dict[str, list[int]]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: splits file not found") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+    data = read_json(path, "splits file")
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise DataError(f"{path}: expected {{\"train\": [image ids], \"val\": [...], ...}}")
     if TRAIN_SPLIT not in data:

@@ -5,11 +5,12 @@ A reader (or a run killed with SIGKILL) sees the old file or the new one, never 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _umask() -> int:
@@ -50,6 +51,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_json(path: str | Path, what: str = "file", error: type[Exception] | None = None) -> Any:
+    """Parse a JSON file; every failure is one ``error`` line naming the file (and line:column)."""
+    from .errors import DataError
+
+    error = error or DataError
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: {what} is a folder, expected a JSON file")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}:{e.colno}: malformed JSON in {what}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: {what} is not UTF-8 JSON (byte {e.start})") from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

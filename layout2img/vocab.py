@@ -146,18 +146,9 @@ class Vocab:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Vocab":
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise VocabError(f"{path}: vocabulary file not found") from None
-        except UnicodeDecodeError as e:
-            raise VocabError(f"{path}: not UTF-8 (byte {e.start})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise VocabError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
-        return cls.from_dict(data, name=str(path))
+        from .io import read_json
+
+        return cls.from_dict(read_json(path, "vocabulary file", VocabError), name=str(path))
 
     def save(self, path: str | Path) -> None:
         from .io import atomic_write_text

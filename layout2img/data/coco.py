@@ -39,6 +39,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from ..io import read_json
 from ..relations import sample_relations
 from ..vocab import GEOMETRIC_PREDICATES, IMAGE_OBJECT, IN_IMAGE, Vocab
 
@@ -58,21 +59,6 @@ THINGS_ONLY_NOTICE = (
 
 
 # -- small readers ---------------------------------------------------------------------------
-def _load_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: {what} is a folder, expected a JSON file")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON in {what}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: {what} is not UTF-8 JSON (byte {e.start})") from None
-
-
 def _require(record: Any, key: str, path: Path, where: str) -> Any:
     if not isinstance(record, dict):
         raise DataError(f"{path}: {where} is a {type(record).__name__}, expected a JSON object")
@@ -262,8 +248,8 @@ class CocoSceneGraphDataset(Dataset):
             warnings.warn(THINGS_ONLY_NOTICE, UserWarning, stacklevel=2)
         self.stuff_only = bool(stuff_only) and self.stuff_json is not None
 
-        instances = _load_json(self.instances_json, "instances JSON")
-        stuff = _load_json(self.stuff_json, "stuff JSON") if self.stuff_json else None
+        instances = read_json(self.instances_json, "instances JSON")
+        stuff = read_json(self.stuff_json, "stuff JSON") if self.stuff_json else None
         sources = [(self.instances_json, instances, "thing")]
         if stuff is not None:
             sources.append((self.stuff_json, stuff, "stuff"))
@@ -419,7 +405,7 @@ class CocoSceneGraphDataset(Dataset):
     def _read_captions(self, kept: set[int]) -> dict[int, list[str]]:
         if self.captions_json is None:
             return {}
-        data = _load_json(self.captions_json, "captions JSON")
+        data = read_json(self.captions_json, "captions JSON")
         captions: dict[int, list[str]] = defaultdict(list)
         for i, ann in enumerate(_require_list(data, "annotations", self.captions_json)):
             image_id = _require(ann, "image_id", self.captions_json, f"annotations[{i}]")
