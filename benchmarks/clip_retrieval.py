@@ -6,7 +6,7 @@ same caption are never each other's negatives); the script reports top-1 and top
 
     python benchmarks/clip_retrieval.py                                  # runs/clip_shapes on data/shapes
     python benchmarks/clip_retrieval.py --clip ViT-B-32/openai           # any TextEncoder.load spec
-    python benchmarks/clip_retrieval.py --train --config clip_shapes     # train first, time it, then measure
+    python benchmarks/clip_retrieval.py --train --config configs/clip/shapes.yaml     # train first, time it, then measure
 
 Prints one JSON object (numbers, protocol, machine); ``--out FILE`` writes it too.
 """
@@ -14,33 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from layout2img.errors import Layout2ImgError  # noqa: E402
 from layout2img.io import atomic_write_text  # noqa: E402
 
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+from editing import machine  # noqa: E402  (benchmarks/editing.py)
 
 
 def main(argv=None) -> int:
@@ -52,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--train", action="store_true", help="train the domain CLIP first (train-clip), timed")
-    ap.add_argument("--config", default=None, help="with --train: the CLIP config (default clip_shapes)")
+    ap.add_argument("--config", default=None, help="with --train: the CLIP config (default configs/clip/shapes.yaml)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="with --train: config overrides")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)

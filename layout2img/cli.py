@@ -92,14 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     ps.set_defaults(func=_cmd_prepare_shapes)
 
     # -- generate / edit / serve: each command's module adds its parser here ----------------
+    from . import editing as _editing
     from . import generate as _generate  # light modules: torch loads only when a command runs
     from .web import server as _server
 
     _generate.add_parser(sub)
+    _editing.add_parser(sub)
     _server.add_parser(sub)
     # -- text: train-clip ----------------------------------------------------------------------
     tc = sub.add_parser("train-clip", help="train a domain CLIP on a dataset's image-caption pairs")
-    tc.add_argument("--config", default=None, help="a CLIP config (default: configs/clip_shapes.yaml)")
+    tc.add_argument("--config", default=None, help="a CLIP config (default: configs/clip/shapes.yaml)")
     tc.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.steps=100")
 
     def _cmd_train_clip(args) -> int:  # torch and open_clip load only when the command runs

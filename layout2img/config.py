@@ -47,8 +47,12 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> DictConfig:
-    """Load a YAML config and apply ``key=value`` overrides, rejecting unknown keys."""
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (),
+                required: Iterable[str] = REQUIRED_KEYS) -> DictConfig:
+    """Load a YAML config and apply ``key=value`` overrides, rejecting unknown keys.
+
+    ``required`` lists the top-level keys the file must define (a training run's by default).
+    """
     p = resolve_config_path(path)
     try:
         cfg = OmegaConf.load(p)
@@ -72,7 +76,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     except OmegaConfBaseException as e:
         raise ConfigError(f"overrides: {str(e).splitlines()[0]}") from None
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    missing = [k for k in required if k not in cfg]
     if missing:
         raise ConfigError(f"{p}: missing top-level key(s): {', '.join(missing)}")
     cfg["config_path"] = str(p)

@@ -13,7 +13,7 @@ from layout2img.training.clip import (caption_retrieval_accuracy, crop_objects, 
 
 
 def tiny_clip_overrides(shapes_root, out_dir, **extra) -> list[str]:
-    """configs/clip_shapes.yaml shrunk to a seconds-long CPU run on the tiny_shapes fixture."""
+    """configs/clip/shapes.yaml shrunk to a seconds-long CPU run on the tiny_shapes fixture."""
     o = {
         "out_dir": str(out_dir), "device": "cpu", "data.root": str(shapes_root),
         # the fixture's own parameters, so ensure_shapes reuses it as it is
@@ -118,6 +118,7 @@ def test_train_clip_command_writes_a_loadable_folder(tiny_shapes, tmp_path, caps
     assert enc.embed_dim == 32 and enc.image_size == (32, 32)
     meta = enc.metadata
     assert meta["step"] == 4 and meta["num_candidates"] == 8 and 0 <= meta["val_caption_top1"] <= 1
+    assert 0 <= meta["val_object_top1"] <= 1 and "object naming on val crops" in printed
     assert meta["config"]["train"]["steps"] == 4
     assert enc.encode_text(["a red circle"]).shape == (1, 32)
 
@@ -133,3 +134,58 @@ def test_train_clip_config_errors(tiny_shapes, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"CLIP config: unknown key vision_cfg\.widht"):
         train_clip(load_clip_config(None, tiny_clip_overrides(
             tiny_shapes, tmp_path / "y", **{"+model.vision_cfg.widht": 8})), progress=False, save=False)
+
+
+def test_object_description_accuracy_names_crops(tiny_shapes):
+    from layout2img.training.clip import object_description_accuracy
+
+    pairs = load_clip_pairs({"dataset": "shapes", "root": str(tiny_shapes)}, "val", 32, progress=False)
+    torch.manual_seed(0)
+    enc = TextEncoder.from_config({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
+                                                                   "width": 8, "head_width": 16},
+                                   "text_cfg": {"context_length": 24, "width": 32, "heads": 2, "layers": 1}})
+    r = object_description_accuracy(enc, pairs, max_objects=20)
+    assert r["num_objects"] == 20 and r["num_texts"] == len(set(pairs.obj_texts))
+    assert 0 <= r["top1"] <= r["top5"] <= 1
+    assert object_description_accuracy(enc, pairs, max_objects=20) == r  # a fixed sample
+
+
+def test_swap_word_makes_a_grammatical_hard_negative():
+    import random
+
+    from layout2img.training.clip import swap_word
+
+    groups = [["red", "orange"], ["circle", "square"]]
+    rng = random.Random(0)
+    seen = {swap_word("a red circle above a square", groups, rng) for _ in range(40)}
+    assert seen == {"an orange circle above a square", "a red square above a square", "a red circle above a circle"}
+    assert swap_word("the sky", groups, rng) is None
+
+
+def test_clip_loss_with_negatives_extends_open_clips_loss():
+    from open_clip.loss import ClipLoss
+
+    from layout2img.training.clip import clip_loss_with_negatives
+
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    txt = torch.nn.functional.normalize(img + 0.3 * torch.randn(6, 8), dim=1)
+    scale = torch.tensor(10.0)
+    plain = clip_loss_with_negatives(img, txt, scale)
+    assert torch.allclose(plain, ClipLoss()(img, txt, scale))
+    close_negatives = torch.nn.functional.normalize(img + 0.1 * torch.randn(6, 8), dim=1)
+    assert clip_loss_with_negatives(img, txt, scale, close_negatives) > plain + 0.1
+
+
+def test_sampler_gives_each_image_distinct_captions(tiny_shapes):
+    from layout2img.training.clip import _Sampler
+
+    pairs = load_clip_pairs({"dataset": "shapes", "root": str(tiny_shapes)}, "train", 32, progress=False)
+    sampler = _Sampler(pairs, seed=0)
+    idx, sets = sampler.images(10, captions_per_image=3)
+    assert len(set(idx)) == 10 and len(sets) == 3 and all(len(s) == 10 for s in sets)
+    for j, i in enumerate(idx):
+        assert sorted(s[j] for s in sets) == sorted(pairs.captions[i])
+    objs, texts = sampler.crops(12)
+    assert len(set(texts)) == len(texts) == 12
+    assert [pairs.obj_texts[m] for m in objs] == texts

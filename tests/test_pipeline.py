@@ -4,12 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import TINY_CLIP
 
 from layout2img import SceneGraphToImage
 from layout2img.data.batch import collate
 from layout2img.errors import CheckpointError, ConfigError, DataError, GraphError, Layout2ImgError
 from layout2img.graph import SceneGraph
 from layout2img.models.pipeline import ModelOutput
+from layout2img.models.text import TextEncoder
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 TINY = dict(
@@ -233,8 +236,14 @@ def test_configs_exist():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_builds_and_generates(path):
-    full = SceneGraphToImage.from_config(path)  # the real size: built, not run
+def test_every_config_builds_and_generates(path, tmp_path):
+    text = {}
+    if yaml.safe_load(path.read_text())["model"].get("text_encoder"):
+        # a config that names a trained CLIP folder gets a tiny stand-in of the same embed_dim
+        text_dim = yaml.safe_load(path.read_text())["model"]["text_dim"]
+        clip = dict(TINY_CLIP, embed_dim=text_dim)
+        text = {"text_encoder": str(TextEncoder.from_config(clip).save_pretrained(tmp_path / "clip"))}
+    full = SceneGraphToImage.from_config(path, **text)  # the real size: built, not run
     size = full.image_size
     assert size == int(path.stem.split("_")[-1])
     assert sum(p.numel() for p in full.generator.parameters()) > 1_000_000
@@ -242,7 +251,7 @@ def test_every_config_builds_and_generates(path):
     tiny = SceneGraphToImage.from_config(
         path, gcn={**full.config["gcn"], "width": 8, "embed_dim": 8, "hidden": 8, "layers": 1},
         layout={**full.config["layout"], "box_hidden": 8, "mask_channels": 4},
-        generator={**g, "ngf": 2, "n_blocks": 1, "n_blocks_local": 1}, encoder={"nef": 2})
+        generator={**g, "ngf": 2, "n_blocks": 1, "n_blocks_local": 1}, encoder={"nef": 2}, **text)
     images = tiny.generate(_graph_of(tiny.vocab), seed=0)
     assert images.shape == (1, 3, size, size) and torch.isfinite(images).all()
 

@@ -5,16 +5,11 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_CLIP
 
 from layout2img.errors import CheckpointError, ConfigError
 from layout2img.models.text import TextEncoder
 
-# A CLIP small enough to build in milliseconds (the token table dominates: 49408 x 32).
-TINY_CLIP = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},
-    "text_cfg": {"context_length": 16, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 @pytest.fixture
@@ -24,14 +19,15 @@ def encoder() -> TextEncoder:
 
 
 def _count_text_calls(enc: TextEncoder) -> list[int]:
+    """Rows each run of the text tower embeds (every path to the tower goes through _encode_tokens)."""
     calls = []
-    original = enc.model.encode_text
+    encode = enc._encode_tokens
 
-    def counted(tokens, *a, **k):
+    def counting(tokens):
         calls.append(tokens.shape[0])
-        return original(tokens, *a, **k)
+        return encode(tokens)
 
-    enc.model.encode_text = counted
+    enc._encode_tokens = counting
     return calls
 
 
@@ -197,3 +193,24 @@ def test_local_checkpoint_files_load_weights_only(tmp_path, tiny_arch):
 
 class _Pickled:
     pass
+
+
+def test_text_features_stop_at_the_end_token_without_changing_the_result(encoder):
+    # Rows of very different lengths: each runs only up to its end-of-text token, in buckets.
+    texts = ["snow", "a red circle to the left of a blue square, on grass under the sky", "a small red circle"]
+    tokens = encoder.tokenize(texts)
+    assert encoder._can_trim()
+    want = encoder.model.encode_text(tokens)
+    got = encoder._text_features(tokens)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_loading_new_weights_clears_the_text_cache(encoder):
+    before = encoder.encode_text(["a red circle"])
+    other = TextEncoder.from_config(TINY_CLIP)  # different random weights
+    parent = torch.nn.Module()
+    parent.text = encoder
+    parent.load_state_dict({f"text.{k}": v for k, v in other.state_dict().items()})
+    after = encoder.encode_text(["a red circle"])
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, other.encode_text(["a red circle"]), atol=1e-6)

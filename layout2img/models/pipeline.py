@@ -13,6 +13,14 @@ Usage::
     model = SceneGraphToImage.from_pretrained("runs/shapes_64/checkpoints/latest")
     images = model.generate([{"objects": ["circle", "sky", "grass"],
                               "relationships": [[0, "above", 2]]}], seed=0)   # (1, 3, 64, 64)
+
+Text (``text_dim > 0``): a caption embedding drives FiLM in the generator's residual blocks
+(the identity for images without a caption), per-object description embeddings enter the graph
+encoder and, with ``style_dim > 0``, a small :class:`TextStylePrior` that maps an object's text
+to the distribution of its style code (a learned conditional prior, so "a green circle" is drawn
+green). ``text_encoder`` (a :meth:`TextEncoder.load` spec) makes the model encode
+``batch.captions`` / ``batch.descriptions`` itself (:meth:`SceneGraphToImage.encode_texts`); the
+encoder is frozen and not part of ``model.safetensors`` (``config.json`` keeps its spec).
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +64,10 @@ SECTION_DEFAULTS: dict[str, dict[str, Any]] = {
     "encoder": {"nef": 16, "n_downsample": 3, "norm": "instance", "padding": "reflect"},
     "clusters": {"k": 10},
 }
-TOP_DEFAULTS: dict[str, Any] = {"image_size": 64, "style_dim": 8, "class_embed_dim": 0, "text_dim": 0}
+TOP_DEFAULTS: dict[str, Any] = {"image_size": 64, "style_dim": 8, "class_embed_dim": 0, "text_dim": 0,
+                                "text_encoder": None}
+#: What to do when a text encoder folder named by a run config does not exist yet.
+TRAIN_CLIP_HINT = "run `layout2img train-clip --config configs/clip/shapes.yaml` first (it writes runs/clip_shapes)"
 #: Keys ``config.json`` holds beside the constructor's arguments.
 META_KEYS = ("layout2img_version", "model_class", "metadata")
 
@@ -74,6 +86,73 @@ class ModelOutput:
     style_logvar: torch.Tensor | None
     style_codes: torch.Tensor | None  # (O, S) the codes spread into the style map
     obj_vecs: torch.Tensor  # (O, width) graph-convolved object vectors
+    prior_mu: torch.Tensor | None = None  # (O, S) the text style prior (objects with text; else None)
+    prior_logvar: torch.Tensor | None = None
+    prior_mask: torch.Tensor | None = None  # (O,) bool: objects whose code follows the text prior
+
+
+@dataclass
+class TextInputs:
+    """Encoded captions and descriptions of a batch (what :meth:`SceneGraphToImage.forward` takes).
+
+    Rows without text are zero vectors with a False mask: FiLM leaves those images alone and the
+    graph encoder keeps those objects' category embeddings.
+    """
+
+    text_emb: torch.Tensor  # (B, D) caption embeddings, zeros where none
+    text_mask: torch.Tensor  # (B,) bool
+    obj_text_emb: torch.Tensor  # (O, D) description embeddings, zeros where none
+    obj_text_mask: torch.Tensor  # (O,) bool
+
+    def as_kwargs(self) -> dict[str, torch.Tensor]:
+        return {"text_emb": self.text_emb, "text_mask": self.text_mask, "obj_text_emb": self.obj_text_emb,
+                "obj_text_mask": self.obj_text_mask}
+
+
+class TextStylePrior(nn.Module):
+    """p(style code | object, text): a Gaussian per object from its class, its graph vector, its
+    image's caption and its own description.
+
+    Trained by the KL of the (detached) appearance-encoder posterior to it, so it learns which
+    codes make "a green circle" green; at generation objects with text draw their codes from it
+    instead of N(0, I). The last layer starts at zero: an untrained prior *is* N(0, I).
+    """
+
+    def __init__(self, num_objects: int, width: int, text_dim: int, style_dim: int, hidden: int = 256,
+                 class_dim: int = 32):
+        super().__init__()
+        self.text_dim, self.style_dim = text_dim, style_dim
+        self.class_embedding = nn.Embedding(num_objects, class_dim)
+        self.net = nn.Sequential(nn.Linear(class_dim + width + 2 * text_dim + 2, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2 * style_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, objs: torch.Tensor, obj_vecs: torch.Tensor, caption_emb: torch.Tensor,
+                caption_mask: torch.Tensor, desc_emb: torch.Tensor, desc_mask: torch.Tensor):
+        """(O,) classes, (O, width), (O, D) caption of each object's image, (O,) bool, (O, D), (O,) bool
+        -> mu, logvar (O, style_dim)."""
+        dtype = obj_vecs.dtype
+        cm, dm = caption_mask.to(torch.bool)[:, None], desc_mask.to(torch.bool)[:, None]
+        # where() rather than a product: a row without text may hold anything (even NaN)
+        cap = torch.where(cm, caption_emb.to(dtype), caption_emb.new_zeros((), dtype=dtype))
+        desc = torch.where(dm, desc_emb.to(dtype), desc_emb.new_zeros((), dtype=dtype))
+        h = torch.cat([self.class_embedding(objs).to(dtype), obj_vecs, cap, desc, cm.to(dtype), dm.to(dtype)], dim=1)
+        mu, logvar = self.net(h).float().chunk(2, dim=1)
+        return mu, logvar.clamp(-8.0, 4.0)
+
+
+class _Shared:
+    """Holds a module outside its owner's parameters and state dict; deep copies share it
+    (the EMA copy of a model uses the same frozen text encoder)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 def _check_section(name: str, given: Mapping | None, defaults: dict) -> dict:
@@ -117,13 +196,16 @@ class SceneGraphToImage(nn.Module):
     path, a :class:`Vocab` or its ``to_dict()``), ``image_size``, ``style_dim`` (0: no style
     channels and no appearance encoder), ``class_embed_dim`` (0: one-hot class channels, else
     learned class embeddings of that size, for large vocabularies), ``text_dim`` (0: no text
-    conditioning), and the sections ``gcn``, ``layout``, ``generator``, ``encoder``,
-    ``clusters`` whose keys and defaults are :data:`SECTION_DEFAULTS`.
+    conditioning), ``text_encoder`` (None, or a :meth:`TextEncoder.load` spec - a domain CLIP
+    folder, ``ARCH=FILE``, ``NAME/TAG`` - whose ``embed_dim`` must equal ``text_dim``), and the
+    sections ``gcn``, ``layout``, ``generator``, ``encoder``, ``clusters`` whose keys and defaults
+    are :data:`SECTION_DEFAULTS`.
     """
 
     def __init__(self, vocab: Any = "shapes", image_size: int = 64, gcn: Mapping | None = None,
                  layout: Mapping | None = None, generator: Mapping | None = None, encoder: Mapping | None = None,
-                 clusters: Mapping | None = None, style_dim: int = 8, class_embed_dim: int = 0, text_dim: int = 0):
+                 clusters: Mapping | None = None, style_dim: int = 8, class_embed_dim: int = 0, text_dim: int = 0,
+                 text_encoder: str | None = None):
         super().__init__()
         vocab = _make_vocab(_plain(vocab))
         sections = {name: _check_section(name, _plain(value), SECTION_DEFAULTS[name])
@@ -134,17 +216,24 @@ class SceneGraphToImage(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "image_size" else 0):
                 raise ConfigError(f"model.{key}: expected a {'positive' if key == 'image_size' else 'non-negative'} "
                                   f"integer, got {value!r}")
+        text_encoder = _plain(text_encoder)
+        if text_encoder is not None and (not isinstance(text_encoder, (str, Path)) or not str(text_encoder).strip()):
+            raise ConfigError(f"model.text_encoder: expected a CLIP folder, ARCH=FILE or NAME/TAG (or null), "
+                              f"got {text_encoder!r}")
         self.config: dict[str, Any] = {
             "vocab": vocab.to_dict(), "image_size": image_size, "style_dim": style_dim,
             "class_embed_dim": class_embed_dim, "text_dim": text_dim, **copy.deepcopy(sections),
         }
+        if text_encoder is not None:  # absent from config.json of text-free models, as before
+            self.config["text_encoder"] = str(text_encoder)
         self.vocab = vocab
         self.image_size = image_size
         self.style_dim, self.class_embed_dim, self.text_dim = style_dim, class_embed_dim, text_dim
         #: Extra information from ``config.json`` (e.g. the training step) after ``from_pretrained``.
         self.metadata: dict[str, Any] = {}
-        #: The CLIP text encoder (added by the text-guidance work); None: ``generate(text=...)`` fails.
-        self.text_encoder: nn.Module | None = None
+        #: The frozen CLIP text encoder (``model.text_encoder`` spec); None: ``generate(text=...)`` fails.
+        #: Not a submodule: its weights are neither trained nor saved with the model.
+        self.text_encoder = load_text_encoder(text_encoder, text_dim) if text_encoder is not None else None
 
         g, lay = sections["gcn"], dict(sections["layout"])
         self.layout_pooling = lay.pop("pooling")
@@ -164,9 +253,34 @@ class SceneGraphToImage(nn.Module):
         self.encoder = AppearanceEncoder(3, style_dim, **sections["encoder"]) if style_dim > 0 else None
         self.style_clusters = (StyleClusters(vocab.num_objects, style_dim, **sections["clusters"])
                                if style_dim > 0 else None)
+        self.style_prior = (TextStylePrior(vocab.num_objects, g["width"], text_dim, style_dim)
+                            if text_dim > 0 and style_dim > 0 else None)
         stuff = torch.tensor([vocab.is_stuff(i) for i in range(vocab.num_objects)], dtype=torch.bool)
         # Derived from the vocabulary, so not saved with the weights.
         self.register_buffer("stuff_classes", stuff if (stuff_below and stuff.any()) else None, persistent=False)
+
+    # -- the text encoder (kept out of parameters() and state_dict()) --------------------------
+    @property
+    def text_encoder(self):
+        holder = self.__dict__.get("_text_encoder")
+        return holder.module if holder is not None else None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "text_encoder":
+            if value is not None and not isinstance(value, nn.Module):
+                raise ConfigError(f"text_encoder: expected a TextEncoder or None, got {type(value).__name__}")
+            if value is not None and self.text_dim and getattr(value, "embed_dim", self.text_dim) != self.text_dim:
+                raise ConfigError(f"text_encoder: embeds in {value.embed_dim} dimensions, the model's text_dim is "
+                                  f"{self.text_dim}")
+            self.__dict__["_text_encoder"] = _Shared(value) if value is not None else None
+            return
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.text_encoder is not None:  # .to(device) moves the encoder along
+            self.text_encoder._apply(fn)
+        return self
 
     # -- sizes ---------------------------------------------------------------------------------
     @property
@@ -256,7 +370,7 @@ class SceneGraphToImage(nn.Module):
                 text_emb: torch.Tensor | None = None, obj_text_emb: torch.Tensor | None = None,
                 obj_text_mask: torch.Tensor | None = None, stage: str = "full",
                 generator: torch.Generator | None = None, keep_known_boxes: bool = True,
-                style_codes: torch.Tensor | None = None) -> ModelOutput:
+                style_codes: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> ModelOutput:
         """Run the model on a packed batch.
 
         ``layout_source``: ``'gt'`` builds the layout from ``batch.boxes`` / ``batch.masks``
@@ -269,16 +383,30 @@ class SceneGraphToImage(nn.Module):
         :class:`StyleClusters`). Random draws use ``generator`` (any device) when given.
         ``style_codes`` (O, style_dim), one row per ``batch.objs`` entry, replaces the codes
         ``style_source`` would give (a fixed appearance per object, e.g. to restyle only one).
+
+        Text (models with ``text_dim > 0``; :meth:`encode_texts` makes all four from a batch):
+        ``text_emb`` (B, text_dim) caption embeddings for FiLM, ``text_mask`` (B,) bool saying
+        which images have one (the others are generated exactly as without text; None: all);
+        ``obj_text_emb`` (O, text_dim) / ``obj_text_mask`` (O,) per-object descriptions. Objects
+        with text (a description, or a caption on their image) draw their ``'sample'`` /
+        ``'cluster'`` codes from the text style prior.
         """
         if layout_source not in LAYOUT_SOURCES:
             raise ConfigError(f"layout_source: unknown value {layout_source!r} ({' or '.join(LAYOUT_SOURCES)})")
         if style_source not in STYLE_SOURCES:
             raise ConfigError(f"style_source: unknown value {style_source!r} ({', '.join(STYLE_SOURCES)})")
         num_images, size = batch.num_images, self.image_size
+        text_emb, text_mask, obj_text_emb, obj_text_mask = self._check_text_inputs(
+            batch, text_emb, text_mask, obj_text_emb, obj_text_mask)
         obj_vecs = self.gcn(batch.objs, batch.triples, obj_text_emb, obj_text_mask)
         boxes_pred, mask_logits = self.layout_predictor(obj_vecs)
         boxes, masks = self._layout_geometry_inputs(batch, boxes_pred, mask_logits, layout_source, keep_known_boxes)
         geometry = self._compose(batch, boxes, masks)
+
+        prior_mu = prior_logvar = prior_mask = None
+        if self.style_prior is not None and (text_emb is not None or obj_text_emb is not None):
+            prior_mu, prior_logvar, prior_mask = self._text_prior(batch, obj_vecs, text_emb, text_mask,
+                                                                  obj_text_emb, obj_text_mask)
 
         mu = logvar = codes = None
         if style_codes is not None:
@@ -300,11 +428,18 @@ class SceneGraphToImage(nn.Module):
                 rng_device = generator.device if generator is not None else obj_vecs.device
                 codes = torch.randn((batch.objs.shape[0], self.style_dim), generator=generator,
                                     device=rng_device).to(obj_vecs.device)
+                if prior_mask is not None:  # the same draws, scaled and shifted by the text prior
+                    codes = torch.where(prior_mask[:, None], prior_mu + torch.exp(0.5 * prior_logvar) * codes, codes)
             else:
                 if not self.style_clusters.fitted:
                     raise ConfigError("style_source='cluster': the style clusters are not fitted "
                                       "(fit model.style_clusters on encoded codes first)")
                 codes = self.style_clusters.sample(batch.objs, generator)
+                if prior_mask is not None and bool(prior_mask.any()):
+                    rng_device = generator.device if generator is not None else obj_vecs.device
+                    eps = torch.randn(codes.shape, generator=generator, device=rng_device).to(codes.device)
+                    codes = torch.where(prior_mask[:, None], prior_mu + torch.exp(0.5 * prior_logvar) * eps,
+                                        codes.float())
             codes = codes.float()
 
         with _full_precision(boxes.device):
@@ -314,9 +449,126 @@ class SceneGraphToImage(nn.Module):
         layout_in = layout.tensor()
         if self._wants_channels_last():
             layout_in = layout_in.contiguous(memory_format=torch.channels_last)
-        images = self.generator(layout_in, text_emb, stage=stage)
+        images = self._run_generator(layout_in, text_emb, text_mask, stage)
         return ModelOutput(images=images, boxes_pred=boxes_pred, mask_logits=mask_logits, boxes=boxes, masks=masks,
-                           layout=layout, style_mu=mu, style_logvar=logvar, style_codes=codes, obj_vecs=obj_vecs)
+                           layout=layout, style_mu=mu, style_logvar=logvar, style_codes=codes, obj_vecs=obj_vecs,
+                           prior_mu=prior_mu, prior_logvar=prior_logvar, prior_mask=prior_mask)
+
+    # -- text ------------------------------------------------------------------------------------
+    def _check_text_inputs(self, batch: Batch, text_emb, text_mask, obj_text_emb, obj_text_mask):
+        b, o = batch.num_images, batch.objs.shape[0]
+        if (text_emb is not None or obj_text_emb is not None) and self.text_dim == 0:
+            raise ConfigError("text embeddings given, but this model takes no text (text_dim=0)")
+        for name, emb, rows in (("text_emb", text_emb, b), ("obj_text_emb", obj_text_emb, o)):
+            if emb is not None and (not isinstance(emb, torch.Tensor) or tuple(emb.shape) != (rows, self.text_dim)):
+                shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
+                raise DataError(f"{name}: expected shape ({rows}, {self.text_dim}), got {shape}")
+        for name, mask, emb, rows in (("text_mask", text_mask, text_emb, b),
+                                      ("obj_text_mask", obj_text_mask, obj_text_emb, o)):
+            if mask is None:
+                continue
+            if emb is None:
+                raise DataError(f"{name} given without {name.replace('mask', 'emb')}")
+            if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (rows,):
+                shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+                raise DataError(f"{name}: expected shape ({rows},), got {shape}")
+        device = batch.objs.device
+        if text_mask is not None:
+            text_mask = text_mask.to(device=device, dtype=torch.bool)
+            if not bool(text_mask.any()):
+                text_emb = text_mask = None  # no image has a caption: exactly the text-free model
+        if obj_text_mask is not None:
+            obj_text_mask = obj_text_mask.to(device=device, dtype=torch.bool)
+            if not bool(obj_text_mask.any()):
+                obj_text_emb = obj_text_mask = None
+        return text_emb, text_mask, obj_text_emb, obj_text_mask
+
+    def _text_prior(self, batch: Batch, obj_vecs, text_emb, text_mask, obj_text_emb, obj_text_mask):
+        o, device = batch.objs.shape[0], obj_vecs.device
+        zeros = obj_vecs.new_zeros(o, self.text_dim, dtype=torch.float32)
+        no = torch.zeros(o, dtype=torch.bool, device=device)
+        if text_emb is not None:
+            cap = text_emb.float()[batch.obj_to_img]
+            cap_mask = (text_mask[batch.obj_to_img] if text_mask is not None
+                        else torch.ones(o, dtype=torch.bool, device=device))
+        else:
+            cap, cap_mask = zeros, no
+        if obj_text_emb is not None:
+            desc = obj_text_emb.float()
+            desc_mask = obj_text_mask if obj_text_mask is not None else torch.ones(o, dtype=torch.bool, device=device)
+        else:
+            desc, desc_mask = zeros, no
+        # the prior steers appearance only: the layout's training is left to its own losses
+        mu, logvar = self.style_prior(batch.objs, obj_vecs.detach(), cap, cap_mask, desc, desc_mask)
+        return mu, logvar, (cap_mask | desc_mask) & (batch.objs != 0)
+
+    def _run_generator(self, layout_in: torch.Tensor, text_emb, text_mask, stage: str) -> torch.Tensor:
+        """The generator with FiLM on the images that have text and without it on the others.
+
+        Instance normalisation works per image, so running the two groups separately equals
+        one pass in which FiLM is the identity on the rows without text.
+        """
+        if text_emb is None or text_mask is None or bool(text_mask.all()):
+            return self.generator(layout_in, text_emb, stage=stage)
+        with_text, without = text_mask.nonzero().flatten(), (~text_mask).nonzero().flatten()
+        a = self.generator(layout_in[with_text], text_emb[with_text], stage=stage)
+        b = self.generator(layout_in[without], None, stage=stage)
+        out = a.new_zeros((layout_in.shape[0],) + tuple(a.shape[1:]))
+        return out.index_copy(0, with_text, a).index_copy(0, without, b.to(a.dtype))
+
+    def encode_texts(self, batch: Batch, drop_prob: float = 0.0, generator: torch.Generator | None = None,
+                     captions: Sequence[str | None] | None = None, ground_captions: bool = True,
+                     cache: bool = True) -> TextInputs:
+        """Caption and description embeddings of a batch with the model's text encoder.
+
+        ``captions`` replaces ``batch.captions`` (one per image, None for none). ``drop_prob``:
+        each caption and each description is independently dropped (as if absent) with this
+        probability - text dropout in training, so the model also works without text. The
+        draws are one ``torch.rand(B + O, generator=generator)`` call whatever the batch holds,
+        so a seeded generator gives the same drops on every run.
+
+        ``ground_captions``: an object without a (kept) description whose vocabulary name the
+        (kept) caption of its image mentions gets the caption's phrase for it as its description
+        ("a large black star to the left of a white square" gives the star "a large black star"
+        and the square "a white square"; see :func:`caption_phrase`), so a caption reaches the
+        objects it talks about, not only FiLM. Objects of a class the caption names twice get its
+        first phrase. ``cache``: as :meth:`TextEncoder.encode_text`.
+        """
+        if self.text_encoder is None:
+            raise ConfigError(f"encode_texts: this model has no text encoder (text_dim={self.text_dim}); "
+                              "set model.text_encoder")
+        captions = list(batch.captions if captions is None else captions)
+        b, o = batch.num_images, batch.objs.shape[0]
+        if len(captions) != b:
+            raise DataError(f"captions: expected one per image ({b}), got {len(captions)}")
+        descriptions = list(batch.descriptions)
+        if len(descriptions) != o:
+            raise DataError(f"batch.descriptions: expected one per object ({o}), got {len(descriptions)}")
+
+        def present(t: Any) -> bool:
+            return isinstance(t, str) and bool(t.strip())
+
+        keep = [present(t) for t in captions + descriptions]
+        if drop_prob > 0:
+            rng_device = generator.device if generator is not None else "cpu"
+            draws = torch.rand(b + o, generator=generator, device=rng_device).cpu().tolist()
+            keep = [k and r >= drop_prob for k, r in zip(keep, draws)]
+        if ground_captions:
+            names = self.vocab.object_names
+            for j, img in enumerate(batch.obj_to_img.tolist()):
+                if keep[b + j] or not keep[img] or int(batch.objs[j]) == 0:
+                    continue
+                phrase = caption_phrase(captions[img], names[int(batch.objs[j])])
+                if phrase is not None:
+                    descriptions[j], keep[b + j] = phrase, True
+        texts = [" ".join(t.split()) for t, k in zip(captions + descriptions, keep) if k]
+        device = self.device
+        emb = torch.zeros(b + o, self.text_dim, device=device)
+        if texts:
+            rows = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=device)
+            emb = emb.index_copy(0, rows, self.text_encoder.encode_text(texts, cache=cache).to(device=device, dtype=emb.dtype))
+        mask = torch.tensor(keep, dtype=torch.bool, device=device)
+        return TextInputs(emb[:b], mask[:b], emb[b:], mask[b:])
 
     def _check_style_codes(self, codes: Any, num_objects: int) -> torch.Tensor:
         if self.style_dim == 0:
@@ -358,6 +610,9 @@ class SceneGraphToImage(nn.Module):
         list of them; samples of one graph are consecutive. The same ``seed`` gives the same
         pixels on CPU (a private ``torch.Generator``; the global RNG is untouched). A graph
         with ``boxes`` keeps them (masks are still predicted); otherwise boxes are predicted.
+        ``text`` (models with a text encoder): a caption for every graph, or a list with one
+        caption (or None) per graph; it replaces the graphs' own captions. Without it a graph's
+        ``caption`` and ``descriptions`` are used (and ignored by models without a text encoder).
         ``style_source``: None picks ``'cluster'`` when the style clusters are fitted, else
         ``'sample'``. ``style_codes``: fixed codes instead, one ``(num_objects, style_dim)``
         tensor per graph (a list, or one tensor for one graph), the same for all its samples.
@@ -365,17 +620,16 @@ class SceneGraphToImage(nn.Module):
         whole :class:`ModelOutput` (images clamped; boxes and masks as used, one row per object,
         each graph's ``__image__`` last).
         """
-        if text is not None:
-            if self.text_encoder is None:
-                raise ConfigError("generate: text given, but this model has no text encoder "
-                                  f"(text_dim={self.text_dim}); text guidance needs a model trained with one")
-            # never ignore text silently: the text-guidance work wires the encoder in here
-            raise NotImplementedError("generate(text=...) with a text encoder")
+        if text is not None and self.text_encoder is None:
+            raise ConfigError("generate: text given, but this model has no text encoder "
+                              f"(text_dim={self.text_dim}); text guidance needs a model trained with one")
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ConfigError(f"generate: num_samples must be a positive integer, got {num_samples!r}")
         if style_source is None:
             style_source = "cluster" if self.style_clusters is not None and self.style_clusters.fitted else "sample"
         graph_items = self._items(graphs)
+        if text is not None:
+            graph_items = self._with_captions(graph_items, text)
         items = [it for it in graph_items for _ in range(num_samples)]
         batch = collate(items)
         if style_codes is not None:
@@ -386,14 +640,27 @@ class SceneGraphToImage(nn.Module):
         was_training = self.training
         self.eval()
         try:
+            texts = self.encode_texts(batch).as_kwargs() if self.text_encoder is not None else {}
             out = self.forward(batch, layout_source=layout_source, style_source=style_source, generator=rng,
-                               style_codes=style_codes)
+                               style_codes=style_codes, **texts)
         finally:
             self.train(was_training)
         images = out.images.float().clamp(-1, 1)
         if return_output:
             return dataclasses.replace(out, images=images)
         return (images, out.layout) if return_layout else images
+
+    @staticmethod
+    def _with_captions(items: list[dict], text: Any) -> list[dict]:
+        if isinstance(text, str):
+            text = [text] * len(items)
+        if not isinstance(text, Sequence) or len(text) != len(items):
+            have = len(text) if isinstance(text, Sequence) else type(text).__name__
+            raise ConfigError(f"generate: text must be a string or one caption per graph ({len(items)}), got {have}")
+        for i, t in enumerate(text):
+            if t is not None and not isinstance(t, str):
+                raise ConfigError(f"generate: text {i}: expected a string or None, got {type(t).__name__}")
+        return [{**it, "caption": t} for it, t in zip(items, text)]
 
     def _pack_style_codes(self, codes: Any, items: list[dict], num_samples: int) -> torch.Tensor:
         """Per-graph (N_i, S) codes -> rows following the packed batch (zeros for ``__image__``)."""
@@ -456,11 +723,16 @@ class SceneGraphToImage(nn.Module):
             raise CheckpointError(f"{path / CONFIG_FILE}: expected a JSON object")
         metadata = payload.get("metadata") or {}
         kwargs = {k: v for k, v in payload.items() if k not in META_KEYS}
+        spec = kwargs.get("text_encoder")
+        if isinstance(spec, str):
+            kwargs["text_encoder"] = resolve_text_encoder_spec(spec, [path.resolve(), *path.resolve().parents])
         try:
             vocab = Vocab.from_dict(vocab_dict)
             model = cls.from_config({**kwargs, "vocab": vocab.to_dict()})
         except Layout2ImgError as e:
             raise CheckpointError(f"{path}: {e}") from None
+        if isinstance(spec, str):
+            model.config["text_encoder"] = spec  # saved again as written, not as resolved here
         try:
             state = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types on a damaged file
@@ -469,6 +741,82 @@ class SceneGraphToImage(nn.Module):
         model.load_state_dict(state, strict=True)
         model.metadata = dict(metadata)
         return model.to(map_location).eval()
+
+
+#: Words that end a noun phrase when reading backwards from an object's name in a caption.
+_PHRASE_STOPS = frozenset("a an the of to and or on in at by with under over above below left right beside near "
+                          "behind front inside around next is are there this that".split())
+
+
+def caption_phrase(caption: str | None, name: str, max_words: int = 3) -> str | None:
+    """The caption's noun phrase for an object name: its first whole-word mention with up to
+    ``max_words`` modifiers before it ("a large black star ..." , "star" -> "a large black star";
+    "... on grass" -> "grass"), or None when the caption does not mention it."""
+    if not caption or not name or name.startswith("__"):
+        return None
+    words = re.findall(r"[\w'-]+|[^\w\s]", caption.lower())
+    target = name.lower().split()
+    n = len(target)
+    for i in range(len(words) - n + 1):
+        if words[i:i + n] == target:
+            start = i
+            while start > 0 and i - start < max_words and words[start - 1].isalpha() \
+                    and words[start - 1] not in _PHRASE_STOPS:
+                start -= 1
+            article = [words[start - 1]] if start > 0 and words[start - 1] in ("a", "an", "the") else []
+            return " ".join([*article, *words[start:i + n]])
+    return None
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A text-encoder spec meant as a file or folder (not an open_clip ``NAME/TAG``)."""
+    if spec.startswith(("hf-hub:", "local-dir:")):
+        return False
+    if spec.startswith((".", "/", "~")) or "\\" in spec or "=" in spec:
+        return True
+    head, slash, _ = spec.partition("/")
+    if not slash:
+        return True
+    try:
+        import open_clip
+
+        return head not in open_clip.list_models()
+    except ImportError:  # pragma: no cover - a declared dependency
+        return True
+
+
+def resolve_text_encoder_spec(spec: str, base_dirs: Sequence[Path] = ()) -> str:
+    """``spec`` itself, or - a relative path that does not exist from here - the first
+    ``base / spec`` that exists (a checkpoint names ``runs/clip_shapes`` relative to the repo)."""
+    arch, eq, rest = spec.partition("=")
+    target = rest if eq else spec
+    if not _looks_like_path(spec) or Path(target).expanduser().exists() or Path(target).is_absolute():
+        return spec
+    for base in base_dirs:
+        if (Path(base) / target).exists():
+            found = str(Path(base) / target)
+            return f"{arch}={found}" if eq else found
+    return spec
+
+
+def load_text_encoder(spec: Any, text_dim: int):
+    """The frozen :class:`TextEncoder` a model config names; ``text_dim`` must be its ``embed_dim``."""
+    from .text import TextEncoder
+
+    spec = str(spec).strip()
+    arch, eq, rest = spec.partition("=")
+    if _looks_like_path(spec) and not Path(rest if eq else spec).expanduser().exists():
+        raise ConfigError(f"model.text_encoder: {rest if eq else spec}: no such CLIP folder or file; "
+                          f"for the Shapes domain CLIP, {TRAIN_CLIP_HINT}")
+    try:
+        encoder = TextEncoder.load(spec)
+    except CheckpointError as e:
+        raise ConfigError(f"model.text_encoder: {e}") from None
+    encoder.freeze()
+    if text_dim != encoder.embed_dim:
+        raise ConfigError(f"model.text_dim is {text_dim}, but the text encoder {spec} embeds in "
+                          f"{encoder.embed_dim} dimensions (set model.text_dim: {encoder.embed_dim})")
+    return encoder
 
 
 def _full_precision(device: torch.device):

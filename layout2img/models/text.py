@@ -120,8 +120,6 @@ class TextEncoder(nn.Module):
         self.source: dict[str, Any] = dict(source or {})
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        #: How many times the text tower ran (tests and profiling read it).
-        self.text_forward_calls = 0
         self.metadata: dict[str, Any] = {}
         self.frozen = False
         if frozen:
@@ -170,6 +168,10 @@ class TextEncoder(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_cache()  # new weights (also when a parent model loads its state): stale embeddings
+        return super()._load_from_state_dict(*args, **kwargs)
+
     # -- text --------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, context_length) token ids (open_clip's tokenizer; long texts are cut)."""
@@ -187,7 +189,6 @@ class TextEncoder(nn.Module):
         return texts
 
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.text_forward_calls += 1
         return F.normalize(self._text_features(tokens.to(self.device)).float(), dim=-1)
 
     def _can_trim(self) -> bool:
@@ -217,16 +218,22 @@ class TextEncoder(nn.Module):
             order.append(rows)
         return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256, cache: bool = True) -> torch.Tensor:
         """(N, embed_dim) L2-normalised text embeddings on the model's device.
 
         Frozen: each distinct text runs through the model once; later calls read the cache.
+        ``cache=False`` runs all ``texts`` together, always: a row's last bits then depend only
+        on this call's texts, not on which earlier batch first cached it (the trainer uses this,
+        so a resumed run is bit-exact).
         """
         texts = self._check_texts(texts)
         if not texts:
             return torch.zeros(0, self.embed_dim, device=self.device)
         if not self.frozen:
             return self._encode_tokens(self.tokenize(texts))
+        if not cache:
+            with torch.no_grad():
+                return self._encode_tokens(self.tokenize(texts))
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         with torch.no_grad():
             for start in range(0, len(missing), batch_size):

@@ -19,6 +19,7 @@ from ..visualize import draw_layout, make_grid_image
 from ..vocab import Vocab
 
 NUM_SAMPLE_SCENES = 8
+ROW_TITLES = ("real, GT boxes", "from GT layout", "from graph", "graph, new styles")
 
 
 class RunLogger:
@@ -81,7 +82,7 @@ class RunLogger:
             rows[1].append(draw_layout(gt.images[i].float().cpu()))
             rows[2].append(draw_layout(pred.images[i].float().cpu(), pred.boxes_pred[idx].float().cpu(), labels))
             rows[3].append(draw_layout(sampled.images[i].float().cpu()))
-        grid = make_grid_image(rows)
+        grid = make_grid_image(rows, row_titles=ROW_TITLES)
         path = self.out_dir / "samples" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(path, lambda p: grid.save(p, format="PNG"))

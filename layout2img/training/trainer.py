@@ -4,6 +4,15 @@ One step: the generator runs once on a batch (ground-truth layout, styles encode
 image); the discriminators score real and fake; the generator's loss (GAN + feature matching +
 pixel + perceptual + object + box/mask regression + style KL) and the discriminators' loss
 (GAN + object auxiliary classification + optional R1) are stepped with their own optimisers.
+
+With a text encoder (``model.text_encoder``) each step encodes the batch's captions and object
+descriptions, dropping each with probability ``train.text_dropout`` (drawn from the trainer's
+seeded generator, so a resumed run drops exactly what the uninterrupted one would); the
+discriminators get a projection term for the text; the text style prior is fitted to the
+encoder's codes (``loss.lambda_prior``); and ``loss.lambda_clip`` > 0 adds a CLIP loss,
+``1 - cos`` between the fake image and its caption and between object crops and their
+descriptions. ``train.init_from`` starts the weights from a model checkpoint (e.g. a text-free
+run; the text layers keep their identity initialisation).
 """
 from __future__ import annotations
 
@@ -37,6 +46,27 @@ from . import checkpoint as ckpt
 from .distributed import DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed
 from .ema import make_ema, update_ema
 from .logging import RunLogger
+
+
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over dimensions, averaged over rows."""
+    kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)
+    return kl.sum(dim=1).mean()
+
+
+def crop_for_clip(images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, size,
+                  margin: float = 0.1) -> torch.Tensor:
+    """(K, 3, h, w) crops of boxes (K, 4) in their images, grown by ``margin`` of their size on
+    each side (as the domain CLIP's training crops), at the CLIP's input size; differentiable."""
+    from torchvision.ops import roi_align
+
+    h, w = images.shape[-2:]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    b = boxes.float()
+    grow = (b[:, 2:] - b[:, :2]) * margin
+    b = torch.cat([b[:, :2] - grow, b[:, 2:] + grow], dim=1).clamp(0, 1) * b.new_tensor([w, h, w, h])
+    rois = torch.cat([obj_to_img.to(b.dtype)[:, None], b], dim=1).to(images.device, images.dtype)
+    return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
 
 class TrainingDiverged(Layout2ImgError):
@@ -106,6 +136,14 @@ class Trainer:
         model_cfg = to_container(cfg.model)
         model_cfg["vocab"] = self.vocab.to_dict()
         self.model = SceneGraphToImage(**model_cfg).to(self.device)
+        self.text_dropout = float(self.train_cfg.get("text_dropout", 0.0) or 0.0)
+        if not 0.0 <= self.text_dropout <= 1.0:
+            raise ConfigError(f"train.text_dropout: expected a probability in [0, 1], got {self.text_dropout}")
+        # the discriminators see text only when the model can encode the batches' texts
+        text_dim = self.model.text_dim if self.model.text_encoder is not None else 0
+        init_from = self.train_cfg.get("init_from")
+        if init_from:
+            self._init_weights_from(Path(str(init_from)))
         # channels_last: faster convolutions with oneDNN on CPUs and tensor cores on GPUs
         self.channels_last = bool(self.train_cfg.get("channels_last", True))
         if self.channels_last:
@@ -114,9 +152,10 @@ class Trainer:
         dcfg = to_container(cfg.get("discriminator", {})) or {}
         image_d_cfg = dict(dcfg.get("image", {}))
         self.d_image = MultiscaleDiscriminator(
-            in_channels=self.model.discriminator_layout_channels + 3, **image_d_cfg).to(self.device)
+            in_channels=self.model.discriminator_layout_channels + 3, text_dim=text_dim, **image_d_cfg).to(self.device)
         obj_cfg = dcfg.get("object")
-        self.d_object = (ObjectDiscriminator(num_classes=self.vocab.num_objects, **obj_cfg).to(self.device)
+        self.d_object = (ObjectDiscriminator(num_classes=self.vocab.num_objects, text_dim=text_dim,
+                                             **obj_cfg).to(self.device)
                          if obj_cfg else None)
         if self.channels_last:
             self.d_image.to(memory_format=torch.channels_last)
@@ -136,7 +175,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             # Only the coarse-to-fine generator leaves parameters unused in some steps (the
             # enhancer during the global stage, the global net's RGB head afterwards).
-            unused = self.model.generator.n_local_enhancers > 0
+            # ... and text: FiLM and the text prior sit out steps in which no image has text.
+            unused = self.model.generator.n_local_enhancers > 0 or self.model.text_encoder is not None
             self.g_model = DDP(self.model, device_ids=ids, find_unused_parameters=unused)
             self.d_image = DDP(self.d_image, device_ids=ids)
             if self.d_object:
@@ -148,6 +188,31 @@ class Trainer:
         self.noise = torch.Generator(device="cpu").manual_seed(seed * 7919 + self.dist.rank)
         self.step, self.epoch, self.position = 0, 0, 0
         self.logger = RunLogger(self.out_dir, enabled=self.dist.is_main, vocab=self.vocab)
+
+    def _init_weights_from(self, folder: Path) -> None:
+        """Copy a checkpoint's model weights into the new model; tensors the checkpoint lacks (the
+        text layers of a model first trained without text) keep their initialisation."""
+        from safetensors.torch import load_file
+
+        from ..errors import CheckpointError
+
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise ConfigError(f"train.init_from={str(folder)!r}: no model.safetensors there (a checkpoint folder, "
+                              "e.g. runs/shapes_64/checkpoints/latest)")
+        try:
+            state = load_file(str(weights), device="cpu")
+        except Exception as e:  # safetensors raises its own error types on a damaged file
+            raise CheckpointError(f"{weights}: cannot read: {str(e).splitlines()[0]}") from None
+        own = self.model.state_dict()
+        unexpected = [k for k in state if k not in own]
+        wrong = [k for k in state if k in own and own[k].shape != state[k].shape]
+        if unexpected or wrong:
+            k = (unexpected or wrong)[0]
+            what = "not in this model" if unexpected else f"shape {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            raise ConfigError(f"train.init_from={str(folder)!r}: weights do not fit this model ({k}: {what})")
+        self.model.load_state_dict(state, strict=False)
+        self._init_missing = sorted(k for k in own if k not in state)
 
     # -- schedule ------------------------------------------------------------------------------
     def stage(self) -> str:
@@ -234,8 +299,16 @@ class Trainer:
         d_image, d_object = self._unwrapped(self.d_image), self._unwrapped(self.d_object)
         keep = batch.objs != 0  # __image__ is not an object to discriminate or regress
         boxes, obj_to_img, objs = batch.boxes[keep], batch.obj_to_img[keep], batch.objs[keep]
+        texts = None
+        if self.model.text_encoder is not None:
+            texts = self.model.encode_texts(batch, drop_prob=self.text_dropout, generator=self.noise, cache=False)
+        text_kwargs = texts.as_kwargs() if texts is not None else {}
+        # the discriminators' text: zero rows (a learned "no text" term) where a text is absent
+        d_text = texts.text_emb if texts is not None else None
+        d_obj_text = texts.obj_text_emb[keep] if texts is not None else None
         with self.autocast():
-            out = self.g_model(batch, layout_source="gt", style_source="encode", stage=stage, generator=self.noise)
+            out = self.g_model(batch, layout_source="gt", style_source="encode", stage=stage, generator=self.noise,
+                               **text_kwargs)
             fake = out.images
             real = batch.images
             if real.shape[-1] != fake.shape[-1]:  # the global stage trains at reduced resolution
@@ -250,19 +323,19 @@ class Trainer:
             d_image.requires_grad_(False)
             if d_object is not None:
                 d_object.requires_grad_(False)
-            d_fake_g = d_image(torch.cat([cond, fake], 1))
+            d_fake_g = d_image(torch.cat([cond, fake], 1), text_emb=d_text)
             losses: dict[str, torch.Tensor] = {"g_gan": self.gan.g_loss(d_fake_g)}
             lam = float(lc.get("lambda_feat", 10))
             if lam > 0:
                 with torch.no_grad():
-                    d_real_feats = d_image(torch.cat([cond, real], 1))
+                    d_real_feats = d_image(torch.cat([cond, real], 1), text_emb=d_text)
                 losses["g_feat"] = feature_matching_loss(d_real_feats, d_fake_g, lambda_feat=lam)
             if float(lc.get("lambda_l1", 0)) > 0:
                 losses["g_l1"] = float(lc["lambda_l1"]) * (fake.float() - real.float()).abs().mean()
             if self.perceptual is not None:
                 losses["g_perceptual"] = float(lc["lambda_perceptual"]) * self.perceptual(fake, real)
             if d_object is not None and keep.any():
-                score_f, cls_f = d_object(fake, boxes, obj_to_img)
+                score_f, cls_f = d_object(fake, boxes, obj_to_img, text_emb=d_obj_text)
                 losses["g_obj"] = float(lc.get("lambda_obj", 1.0)) * self.gan.g_loss(score_f)
                 losses["g_obj_aux"] = float(lc.get("lambda_aux", 1.0)) * aux_class_loss(cls_f, objs)
             if float(lc.get("lambda_box", 1.0)) > 0:
@@ -271,6 +344,8 @@ class Trainer:
                 losses["mask"] = float(lc.get("lambda_mask", 1.0)) * mask_loss(out.mask_logits[keep], batch.masks[keep])
             if out.style_mu is not None and float(lc.get("lambda_kl", 0.01)) > 0:
                 losses["kl"] = float(lc.get("lambda_kl", 0.01)) * kl_loss(out.style_mu, out.style_logvar)
+            if texts is not None:
+                losses.update(self._text_losses(out, fake, batch, texts, keep))
             g_total = sum(losses.values())
         d_image.requires_grad_(True)
         if d_object is not None:
@@ -289,14 +364,16 @@ class Trainer:
         b = real.shape[0]
         with self.autocast():
             real_in = torch.cat([cond, real.detach()], 1).requires_grad_(do_r1)
-            both = self.d_image(torch.cat([real_in, torch.cat([cond, fake.detach()], 1)], 0))
+            both = self.d_image(torch.cat([real_in, torch.cat([cond, fake.detach()], 1)], 0),
+                                text_emb=d_text.repeat(2, 1) if d_text is not None else None)
             d_real = [[f[:b] for f in scale] for scale in both]
             d_fake = [[f[b:] for f in scale] for scale in both]
             d_losses = {"d_gan": self.gan.d_loss(d_real, d_fake)}
             if self.d_object is not None and keep.any():
                 n = boxes.shape[0]
                 score, cls = self.d_object(torch.cat([real, fake.detach()], 0), boxes.repeat(2, 1),
-                                           torch.cat([obj_to_img, obj_to_img + b]))
+                                           torch.cat([obj_to_img, obj_to_img + b]),
+                                           text_emb=d_obj_text.repeat(2, 1) if d_obj_text is not None else None)
                 d_losses["d_obj"] = float(lc.get("lambda_obj", 1.0)) * self.gan.d_loss(score[:n], score[n:])
                 d_losses["d_obj_aux"] = float(lc.get("lambda_aux", 1.0)) * aux_class_loss(cls[:n], objs)
             if do_r1:
@@ -320,6 +397,32 @@ class Trainer:
         update_ema(self.ema, self.model)
         self._last_out = out
         return values
+
+    def _text_losses(self, out, fake: torch.Tensor, batch: Batch, texts, keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The text style prior's fit and the optional CLIP loss (both 0-weight switchable)."""
+        lc, losses = self.lcfg, {}
+        lam_prior = float(lc.get("lambda_prior", 1.0))
+        if lam_prior > 0 and out.prior_mu is not None and out.style_mu is not None and bool(out.prior_mask.any()):
+            rows = out.prior_mask
+            losses["prior"] = lam_prior * gaussian_kl(out.style_mu[rows].detach().float(),
+                                                      out.style_logvar[rows].detach().float(),
+                                                      out.prior_mu[rows], out.prior_logvar[rows])
+        lam_clip = float(lc.get("lambda_clip", 0.0) or 0.0)
+        if lam_clip > 0:
+            enc = self.model.text_encoder
+            terms = []
+            if bool(texts.text_mask.any()):
+                rows = texts.text_mask.nonzero().flatten()
+                sim = (enc.encode_image(fake[rows].float()) * texts.text_emb[rows]).sum(dim=1)
+                terms.append(1 - sim)
+            obj_rows = (texts.obj_text_mask & keep).nonzero().flatten()
+            if obj_rows.numel() > 0:
+                crops = crop_for_clip(fake.float(), batch.boxes[obj_rows], batch.obj_to_img[obj_rows], enc.image_size)
+                sim = (enc.encode_image(crops) * texts.obj_text_emb[obj_rows]).sum(dim=1)
+                terms.append(1 - sim)
+            if terms:
+                losses["clip"] = lam_clip * torch.cat(terms).mean()
+        return losses
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> Path | None:
