@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="target colours are drawn with this seed")
     ap.add_argument("--examples", default=None, help="a PNG grid of the first 8 cases (original | edited)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--max-seconds", type=float, default=0, help="start no new case after this long (0: no limit)")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     args = ap.parse_args(argv)
     try:
@@ -159,7 +160,7 @@ def main(argv=None) -> int:
     cases, examples = [], []
     t0 = time.perf_counter()
     for index in range(len(dataset)):
-        if len(cases) >= args.num_cases:
+        if len(cases) >= args.num_cases or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds):
             break
         item = dataset[index]
         graph = item_graph(item, vocab)

@@ -94,6 +94,16 @@ def test_domain_clip_loss_falls(tiny_shapes, tmp_path):
     assert result.out_dir is None and not (tmp_path / "clip").exists()
 
 
+def test_max_minutes_stops_early_then_evaluates_and_saves(tiny_shapes, tmp_path):
+    cfg = load_clip_config(None, tiny_clip_overrides(tiny_shapes, tmp_path / "clip", **{
+        "train.steps": 50, "train.max_minutes": 1e-9}))
+    result = train_clip(cfg, progress=False)
+    assert len(result.losses) == 1  # the limit is checked after each step
+    meta = json.loads((tmp_path / "clip" / "config.json").read_text())["metadata"]
+    assert (meta["step"], meta["steps_planned"]) == (1, 50)
+    assert result.history[-1]["step"] == 1 and 0 <= meta["val_caption_top1"] <= 1
+
+
 def test_caption_retrieval_accuracy_with_an_encoder(tiny_shapes):
     torch.manual_seed(0)
     enc = TextEncoder.from_config({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],

@@ -141,7 +141,7 @@ def test_pretrained_tag_offline_fails_fast_with_the_alternatives(tmp_path, monke
 def test_bad_specs_are_one_line_errors():
     with pytest.raises(ConfigError, match="no pretrained tag 'nonsense'.*openai"):
         TextEncoder.load("ViT-B-32/nonsense")
-    with pytest.raises(ConfigError, match="unknown open_clip model 'ViT-B-33'.*ViT-B-32"):
+    with pytest.raises(ConfigError, match="'ViT-B-33' is not an open_clip model.*ViT-B-32"):
         TextEncoder.load("ViT-B-33/openai")
     with pytest.raises(ConfigError, match="no such file or folder"):
         TextEncoder.load("missing/clip.safetensors")

@@ -319,7 +319,8 @@ class TextEncoder(nn.Module):
 
                 close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"text_encoder: unknown open_clip model {name!r}{hint}")
+                raise ConfigError(f"text_encoder: {spec}: no such CLIP folder or file, and {name!r} is not an "
+                                  f"open_clip model{hint}")
             tags = open_clip.list_pretrained_tags_by_model(name)
             if tag not in tags:
                 raise ConfigError(f"text_encoder: {name} has no pretrained tag {tag!r} "

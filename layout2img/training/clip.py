@@ -418,6 +418,7 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
     log_every = int(tr.get("log_every", 0))
     num_candidates = int(tr.get("num_candidates", 100))
     eval_seed = int(tr.get("eval_seed", 0))
+    max_seconds = float(tr.get("max_minutes", 0) or 0) * 60.0
     hard_negatives = int(tr.get("hard_negatives", 0) or 0)
     captions_per_image = max(1, int(tr.get("captions_per_image", 1) or 1))
     swap_groups = [list(g) for g in (tr.get("swap_words") or [])]
@@ -472,6 +473,7 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
     losses: list[float] = []
     history: list[dict] = []
     bar = tqdm(range(steps), desc="train-clip", unit="step", disable=not progress or None)
+    done = steps
     for step in bar:
         idx, caption_sets = sampler.images(batch_size, captions_per_image)
         images = _to_float(train_pairs.images[idx]).to(device)
@@ -530,14 +532,19 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
             h = history[-1]
             bar.write(f"step {step + 1}: caption top-1 {h['top1']:.3f}, top-5 {h['top5']:.3f} (among {n_cand})"
                       + (f"; object naming top-1 {h['object_top1']:.3f}" if "object_top1" in h else ""))
+        if max_seconds > 0 and step + 1 < steps and time.time() - t0 - load_seconds > max_seconds:
+            done = step + 1
+            bar.write(f"train-clip: train.max_minutes={max_seconds / 60:g} reached at step {done}/{steps}; "
+                      "evaluating and saving")
+            break
     bar.close()
     train_seconds = time.time() - t0 - load_seconds
-    history.append(evaluate(steps))
+    history.append(evaluate(done))
     encoder.freeze()
     seconds = time.time() - t0
     final = history[-1]
     encoder.metadata = {
-        "step": steps, "val_caption_top1": final["top1"], "val_caption_top5": final["top5"],
+        "step": done, "steps_planned": steps, "val_caption_top1": final["top1"], "val_caption_top5": final["top5"],
         "val_object_top1": final.get("object_top1"),
         "num_candidates": n_cand, "num_val_images": len(val_pairs), "num_train_images": len(train_pairs),
         "load_seconds": round(load_seconds, 1), "train_seconds": round(train_seconds, 1),
