@@ -2,8 +2,8 @@
 
 A batch is packed (``layout2img.data.batch``): ``objs`` (O,) and ``triples`` (T, 3) with
 batch-global object indices, so one call handles many graphs. Message passing gathers the
-subject and object vectors of every triple and scatters the results back with ``index_add_``:
-no Python loop over objects or triples.
+subject and object vectors of every triple and scatters the results back with one product by
+the triples' incidence matrix (deterministic on GPUs too): no Python loop over objects or triples.
 """
 from __future__ import annotations
 
@@ -63,13 +63,14 @@ class GraphTripleConv(nn.Module):
         h = self.hidden_dim
         new_s, new_p, new_o = triple_out.split([h, self.output_dim, h], dim=1)
 
-        pooled = obj_vecs.new_zeros(num_objs, h, dtype=triple_out.dtype)
-        pooled = pooled.index_add(0, s_idx, new_s).index_add(0, o_idx, new_o)
+        # Scatter-add as a product with the (O, 2T) incidence matrix, not index_add: CUDA's
+        # index_add sums with atomics in a varying order, so the same graph would give slightly
+        # different images run to run (and `edit` could not start from `generate`'s exact image).
+        incidence = torch.cat([nn.functional.one_hot(s_idx, num_objs), nn.functional.one_hot(o_idx, num_objs)]).T
+        incidence = incidence.to(triple_out.dtype)
+        pooled = incidence @ torch.cat([new_s, new_o])
         if self.pooling == "avg":
-            counts = torch.zeros(num_objs, dtype=triple_out.dtype, device=obj_vecs.device)
-            ones = torch.ones_like(s_idx, dtype=triple_out.dtype)
-            counts = counts.index_add(0, s_idx, ones).index_add(0, o_idx, ones)
-            pooled = pooled / counts.clamp(min=1).unsqueeze(1)
+            pooled = pooled / incidence.sum(dim=1).clamp(min=1).unsqueeze(1)
         return self.net2(pooled), new_p
 
 
