@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -433,8 +432,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .generate import load_model, to_image
-    from .graph import validate_file
+    from .generate import load_model, read_graphs, to_image
     from .visualize import save_image
 
     for name, path in (("--out", args.out), ("--save-original", args.save_original)):
@@ -448,13 +446,8 @@ def run(args) -> int:
     if not Path(args.graph).exists():
         raise DataError(f"{args.graph}: file not found")
     model = load_model(args.checkpoint, args.device)
-    warnings: list[str] = []
-    graphs, errors = validate_file(args.graph, model.vocab, warnings=warnings)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    if errors:
-        for line in errors:
-            print(line, file=sys.stderr)
+    graphs = read_graphs(args.graph, model.vocab)
+    if graphs is None:
         return 2
     if not 0 <= args.graph_index < len(graphs):
         raise DataError(f"--graph-index {args.graph_index}: {args.graph} has {len(graphs)} graph(s)")

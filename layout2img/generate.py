@@ -43,6 +43,21 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list | None:
+    """A scene-graph file's graphs, its warnings printed to stderr; None when it has errors (each
+    printed to stderr as one line), so a CLI command can exit 2 without a traceback."""
+    from .graph import DEFAULT_MAX_OBJECTS, validate_file
+
+    warnings: list[str] = []
+    graphs, errors = validate_file(path, vocab, max_objects=DEFAULT_MAX_OBJECTS if max_objects is None else max_objects,
+                                   warnings=warnings)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    for line in errors:
+        print(line, file=sys.stderr)
+    return None if errors else graphs
+
+
 def load_model(checkpoint: str | Path, device: str = "auto"):
     """A checkpoint folder's model in eval mode on ``device`` (CheckpointError when unusable)."""
     from .models.pipeline import SceneGraphToImage
@@ -172,7 +187,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .graph import DEFAULT_MAX_OBJECTS, validate_file
+    from .graph import DEFAULT_MAX_OBJECTS
 
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
@@ -181,14 +196,9 @@ def run(args) -> int:
     if not Path(args.graph).exists():  # before loading a model for nothing
         raise DataError(f"{args.graph}: file not found")
     model = load_model(args.checkpoint, args.device)
-    warnings: list[str] = []
     max_objects = DEFAULT_MAX_OBJECTS if args.max_objects is None else args.max_objects
-    graphs, errors = validate_file(args.graph, model.vocab, max_objects=max_objects, warnings=warnings)
-    for line in warnings:
-        print(f"warning: {line}", file=sys.stderr)
-    if errors:
-        for line in errors:
-            print(line, file=sys.stderr)
+    graphs = read_graphs(args.graph, model.vocab, max_objects)
+    if graphs is None:
         return 2
     if model.text_encoder is None:
         for g in graphs:

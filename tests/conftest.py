@@ -8,6 +8,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # A CLIP small enough to build in milliseconds (the token table dominates: 49408 x 32).
+# A scene-graph-to-image model small enough to run in milliseconds (32 px).
+TINY_MODEL = dict(
+    vocab="shapes", image_size=32, style_dim=4,
+    gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 2},
+    layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
+    generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1},
+    encoder={"nef": 4, "n_downsample": 2},
+    clusters={"k": 2},
+)
 TINY_CLIP = {
     "embed_dim": 24,
     "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16},

@@ -104,6 +104,20 @@ def test_max_minutes_stops_early_then_evaluates_and_saves(tiny_shapes, tmp_path)
     assert result.history[-1]["step"] == 1 and 0 <= meta["val_caption_top1"] <= 1
 
 
+def test_init_from_continues_a_trained_clip(tiny_shapes, tmp_path):
+    first = train_clip(load_clip_config(None, tiny_clip_overrides(tiny_shapes, tmp_path / "a")), progress=False)
+    again = train_clip(load_clip_config(None, tiny_clip_overrides(
+        tiny_shapes, tmp_path / "b", **{"train.init_from": tmp_path / "a", "train.steps": 1, "train.lr": 1e-12})),
+        progress=False, save=False)
+    weights = dict(again.encoder.model.named_parameters())  # (BatchNorm statistics move in one step)
+    for k, v in first.encoder.model.named_parameters():  # one step at lr ~0: the same weights
+        assert torch.allclose(v, weights[k], atol=1e-6), k
+    with pytest.raises(ConfigError, match=r"train.init_from=.*do not fit.*first mismatch"):
+        train_clip(load_clip_config(None, tiny_clip_overrides(
+            tiny_shapes, tmp_path / "c", **{"train.init_from": tmp_path / "a", "model.text_cfg.width": 16})),
+            progress=False, save=False)
+
+
 def test_caption_retrieval_accuracy_with_an_encoder(tiny_shapes):
     torch.manual_seed(0)
     enc = TextEncoder.from_config({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],

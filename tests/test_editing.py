@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLIP
+from conftest import TINY_CLIP, TINY_MODEL
 from PIL import Image
 
 from layout2img import SceneGraphToImage
@@ -13,13 +13,7 @@ from layout2img.editing import composite_mask, edit_image, parse_box
 from layout2img.errors import ConfigError, DataError
 from layout2img.models.text import TextEncoder
 
-TINY = dict(
-    vocab="shapes", image_size=32, style_dim=4,
-    gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 2},
-    layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
-    generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1},
-    encoder={"nef": 4, "n_downsample": 2},
-)
+TINY = TINY_MODEL
 GRAPH = {"objects": ["circle", "square", "sky", "grass"],
          "relationships": [[0, "left of", 1], [2, "above", 3]],
          "boxes": [[0.1, 0.55, 0.4, 0.85], [0.55, 0.5, 0.9, 0.85], [0, 0, 1, 0.5], [0, 0.5, 1, 1]]}

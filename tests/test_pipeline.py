@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_CLIP
+from conftest import TINY_CLIP, TINY_MODEL
 
 from layout2img import SceneGraphToImage
 from layout2img.data.batch import collate
@@ -15,14 +15,7 @@ from layout2img.models.pipeline import ModelOutput
 from layout2img.models.text import TextEncoder
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-TINY = dict(
-    vocab="shapes", image_size=32, style_dim=4,
-    gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 2},
-    layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
-    generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1},
-    encoder={"nef": 4, "n_downsample": 2},
-    clusters={"k": 2},
-)
+TINY = TINY_MODEL
 GRAPH = {"objects": ["circle", "square", "sky", "grass"],
          "relationships": [[0, "left of", 1], [2, "above", 3], [1, "above", 3]]}
 

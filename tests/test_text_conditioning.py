@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import REPO, TINY_CLIP, tiny_overrides
+from conftest import REPO, TINY_CLIP, TINY_MODEL, tiny_overrides
 from layout2img import SceneGraphToImage
 from layout2img.config import load_config
 from layout2img.data.batch import collate
@@ -19,14 +19,7 @@ from layout2img.training import checkpoint as ckpt
 from layout2img.training.trainer import Trainer
 
 TEXT_CONFIG = REPO / "configs" / "shapes_text_64.yaml"
-TINY = dict(
-    vocab="shapes", image_size=32, style_dim=4, text_dim=24,
-    gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 2},
-    layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
-    generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1},
-    encoder={"nef": 4, "n_downsample": 2},
-    clusters={"k": 2},
-)
+TINY = dict(TINY_MODEL, text_dim=24)
 GRAPH = {"objects": ["circle", "square", "sky", "grass"],
          "relationships": [[0, "left of", 1], [2, "above", 3], [1, "above", 3]],
          "boxes": [[0.1, 0.5, 0.4, 0.8], [0.55, 0.5, 0.9, 0.85], [0, 0, 1, 0.5], [0, 0.5, 1, 1]]}

@@ -403,7 +403,17 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
     torch.manual_seed(seed)
     device = _device(str(cfg.get("device", "auto")))
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    encoder = TextEncoder.from_config(model_cfg, frozen=False).to(device)
+    encoder = TextEncoder.from_config(model_cfg, frozen=False)
+    init_from = tr.get("init_from")
+    if init_from:  # continue from a trained domain CLIP of the same configuration (new schedule)
+        start = TextEncoder.from_pretrained(Path(str(init_from))).model.state_dict()
+        own = encoder.model.state_dict()
+        bad = [k for k in own if k not in start or start[k].shape != own[k].shape] + [k for k in start if k not in own]
+        if bad:
+            raise ConfigError(f"train.init_from={init_from}: its weights do not fit this config's model "
+                              f"(first mismatch: {bad[0]})")
+        encoder.model.load_state_dict(start)
+    encoder = encoder.to(device)
     encoder.train()
     size = encoder.image_size[0]
     for key in ("steps", "batch_size", "lr", "warmup", "weight_decay"):
