@@ -5,8 +5,8 @@ relations and ground-truth boxes (no descriptions), and its full caption ("a lar
 to the left of a white square, on grass in front of a wall") names two things by colour and
 shape. The objects it names are those whose ground-truth description is that colour and shape.
 Each scene is generated with the same seed under several conditions and every named object's
-colour is judged as in ``benchmarks/editing.py`` (the Shapes colour nearest to the mean RGB
-inside the object's generated mask) - independently of any CLIP:
+colour is judged as in ``benchmarks/editing.py`` (``--judge``: by default the Shapes colour most
+pixels inside the object's generated mask are nearest to) - independently of any CLIP:
 
 - ``no_text``: no caption (the text-free behaviour of the model);
 - ``caption``: the true caption (accuracy = judged colour == the caption's colour);
@@ -33,7 +33,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from editing import (COLORS, REPO, item_graph, machine, mean_rgb, nearest_color, parse_description,  # noqa: E402
+from editing import (COLORS, JUDGE_PROTOCOL, JUDGES, REPO, item_graph, machine, parse_description,  # noqa: E402
                      to_unit, val_set)
 
 sys.path.insert(0, str(REPO))
@@ -54,12 +54,12 @@ def swap_colors(caption: str, rng: random.Random) -> tuple[str, dict[str, str]]:
     return text, mapping
 
 
-def judge(model, graph: dict, seed: int, named: list[int], min_pixels: int, **kwargs) -> list[str | None]:
+def judge(model, graph: dict, seed: int, named: list[int], min_pixels: int, color_of=JUDGES["pixel_vote"],
+          **kwargs) -> list[str | None]:
     out = model.generate(graph, seed=seed, return_output=True, **kwargs)
     image = to_unit(out.images[0])
     w = out.layout.geometry.weights
-    return [nearest_color(mean_rgb(image, w[k] > 0.5)) if int((w[k] > 0.5).sum()) >= min_pixels else None
-            for k in named]
+    return [color_of(image, w[k] > 0.5) if int((w[k] > 0.5).sum()) >= min_pixels else None for k in named]
 
 
 def main(argv=None) -> int:
@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    ap.add_argument("--judge", default="pixel_vote", choices=sorted(JUDGES), help="the colour judge (see editing.py)")
     args = ap.parse_args(argv)
     try:
         from layout2img.generate import load_model
@@ -104,15 +105,15 @@ def main(argv=None) -> int:
         with_desc = dict(graph, descriptions=[item["descriptions"][k] if k in named else None
                                               for k in range(len(graph["objects"]))])
         results = {
-            "no_text": (judge(model, graph, seed, named, args.min_pixels), truth),
-            "caption": (judge(model, graph, seed, named, args.min_pixels, text=caption), truth),
-            "wrong_caption": (judge(model, graph, seed, named, args.min_pixels, text=wrong_text), wrong),
-            "descriptions": (judge(model, with_desc, seed, named, args.min_pixels), truth),
+            "no_text": (judge(model, graph, seed, named, args.min_pixels, JUDGES[args.judge]), truth),
+            "caption": (judge(model, graph, seed, named, args.min_pixels, JUDGES[args.judge], text=caption), truth),
+            "wrong_caption": (judge(model, graph, seed, named, args.min_pixels, JUDGES[args.judge], text=wrong_text), wrong),
+            "descriptions": (judge(model, with_desc, seed, named, args.min_pixels, JUDGES[args.judge]), truth),
         }
         if prior is not None:
             model.style_prior = None  # FiLM (and the graph encoder) alone
             try:
-                results["caption_film_only"] = (judge(model, graph, seed, named, args.min_pixels, text=caption), truth)
+                results["caption_film_only"] = (judge(model, graph, seed, named, args.min_pixels, JUDGES[args.judge], text=caption), truth)
             finally:
                 model.style_prior = prior
         for cond, (got, ref) in results.items():
@@ -146,8 +147,8 @@ def main(argv=None) -> int:
             "checkpoint": str(args.checkpoint), "training_step": (model.metadata or {}).get("training_step"),
             "text_encoder": model.config.get("text_encoder"), "data": str(args.data), "split": "val",
             "num_images": args.num_images, "min_pixels": args.min_pixels, "seed": "seed + val index",
-            "judge": "nearest of the 8 Shapes colours to the mean RGB inside the object's generated mask "
-                     "(visible weight > 0.5), 8-bit images; named objects = GT description in the full caption",
+            "judge": f"{args.judge}: {JUDGE_PROTOCOL[args.judge]}",
+            "named_objects": "those whose GT description (colour + shape) the full caption mentions",
             "chance": 1 / len(COLORS),
         },
         "machine": machine(),

@@ -186,6 +186,14 @@ def test_text_encoder_is_frozen_shared_and_not_saved(model, clip_dir, tmp_path, 
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"runs/clip_missing: no such CLIP folder.*layout2img train-clip"):
         SceneGraphToImage.from_pretrained(folder)
+    # a different CLIP at the named path (retrained, say) is refused, not silently used
+    assert cfg["text_encoder_fingerprint"] == model.text_encoder.fingerprint()
+    torch.manual_seed(1)
+    other = TextEncoder.from_config(TINY_CLIP).save_pretrained(tmp_path / "other_clip")
+    cfg["text_encoder"] = str(other)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"is not the CLIP this model was trained with.*expected sha256:"):
+        SceneGraphToImage.from_pretrained(folder)
 
 
 def test_text_config_errors(clip_dir):

@@ -69,7 +69,7 @@ TOP_DEFAULTS: dict[str, Any] = {"image_size": 64, "style_dim": 8, "class_embed_d
 #: What to do when a text encoder folder named by a run config does not exist yet.
 TRAIN_CLIP_HINT = "run `layout2img train-clip --config configs/clip/shapes.yaml` first (it writes runs/clip_shapes)"
 #: Keys ``config.json`` holds beside the constructor's arguments.
-META_KEYS = ("layout2img_version", "model_class", "metadata")
+META_KEYS = ("layout2img_version", "model_class", "metadata", "text_encoder_fingerprint")
 
 
 @dataclass
@@ -694,6 +694,8 @@ class SceneGraphToImage(nn.Module):
         config = {k: v for k, v in self.config.items() if k != "vocab"}
         payload = {"model_class": type(self).__name__, "layout2img_version": __version__, **config,
                    "metadata": dict(metadata or {})}
+        if self.text_encoder is not None:
+            payload["text_encoder_fingerprint"] = self.text_encoder.fingerprint()
         try:
             config_text = json.dumps(payload, indent=1)
         except (TypeError, ValueError) as e:
@@ -733,6 +735,11 @@ class SceneGraphToImage(nn.Module):
             raise CheckpointError(f"{path}: {e}") from None
         if isinstance(spec, str):
             model.config["text_encoder"] = spec  # saved again as written, not as resolved here
+        expected = payload.get("text_encoder_fingerprint")
+        if expected and model.text_encoder is not None and model.text_encoder.fingerprint() != expected:
+            raise CheckpointError(f"{path}: text encoder {spec!r} is not the CLIP this model was trained with (weights "
+                                  f"{model.text_encoder.fingerprint()}, expected {expected}); point text_encoder "
+                                  f"in {path / CONFIG_FILE} at that CLIP")
         try:
             state = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types on a damaged file

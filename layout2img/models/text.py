@@ -168,6 +168,19 @@ class TextEncoder(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def fingerprint(self) -> str:
+        """``sha256:<16 hex>`` of the weights (names, shapes, float32 values): a GAN checkpoint
+        records it, so loading it with a different CLIP at the same path is an error, not
+        silently wrong embeddings."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, t in sorted(self.model.state_dict().items()):
+            t = t.detach().to("cpu")
+            h.update(f"{name}:{tuple(t.shape)}:".encode())
+            h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
+        return "sha256:" + h.hexdigest()[:16]
+
     def _load_from_state_dict(self, *args, **kwargs):
         self.clear_cache()  # new weights (also when a parent model loads its state): stale embeddings
         return super()._load_from_state_dict(*args, **kwargs)
