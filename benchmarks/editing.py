@@ -151,13 +151,14 @@ def main(argv=None) -> int:
     ap.add_argument("--clip", default="runs/clip_shapes", help="the guiding CLIP (TextEncoder.load spec)")
     ap.add_argument("--data", default="data/shapes", help="the Shapes dataset folder")
     ap.add_argument("--num-cases", type=int, default=50)
+    ap.add_argument("--start", type=int, default=0, help="the first val index to consider (a held-out set: 100)")
     ap.add_argument("--min-pixels", type=int, default=48, help="smallest target (pixels of its mask)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--strength", type=float, default=1.0)
     ap.add_argument("--preserve-weight", type=float, default=1.0)
     ap.add_argument("--modulation", action="store_true", help="edit_image(modulation=True)")
-    ap.add_argument("--modulation-at", default="output", choices=("rgb", "output", "decoder"))
+    ap.add_argument("--modulation-at", default="rgb", choices=("rgb", "output", "decoder"))
     ap.add_argument("--augment", type=int, default=4, help="CLIP views per step")
     ap.add_argument("--restarts", type=int, default=3)
     ap.add_argument("--jitter", type=float, default=0.1, help="view jitter (fraction of the box)")
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
     vocab = model.vocab
     cases, examples = [], []
     t0 = time.perf_counter()
-    for index in range(len(dataset)):
+    for index in range(args.start, len(dataset)):
         if len(cases) >= args.num_cases or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds):
             break
         item = dataset[index]
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
         "seconds_total": round(time.perf_counter() - t0, 1),
         "protocol": {
             "checkpoint": str(args.checkpoint), "training_step": (model.metadata or {}).get("training_step"),
-            "clip": str(args.clip), "data": str(args.data), "split": "val", "min_pixels": args.min_pixels,
+            "clip": str(args.clip), "data": str(args.data), "split": "val", "start": args.start, "min_pixels": args.min_pixels,
             "steps": args.steps, "lr": args.lr, "strength": args.strength, "preserve_weight": args.preserve_weight,
             "modulation": args.modulation, "modulation_at": args.modulation_at,
             "augment": args.augment, "jitter": args.jitter, "restarts": args.restarts, "negatives": "the 7 other colours, same shape" if args.negatives else None,
