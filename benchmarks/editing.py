@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modulation", action="store_true", help="edit_image(modulation=True)")
     ap.add_argument("--modulation-at", default="rgb", choices=("rgb", "output", "decoder"))
     ap.add_argument("--augment", type=int, default=4, help="CLIP views per step")
-    ap.add_argument("--restarts", type=int, default=3)
+    ap.add_argument("--restarts", type=int, default=6)
     ap.add_argument("--jitter", type=float, default=0.1, help="view jitter (fraction of the box)")
     ap.add_argument("--negatives", action="store_true",
                     help="pass the other 7 colours of the same shape as negatives (contrastive guidance)")

@@ -153,7 +153,7 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: int | Sequence
                steps: int = 50, lr: float = 0.1, strength: float = 1.0, preserve_weight: float = 1.0,
                code_weight: float = 0.0, modulation: bool = False, clip=None, grow: int = 1, feather: int = 1,
                augment: int = 4, jitter: float = 0.1, negatives: Sequence[str] = (),
-               modulation_at: str = "rgb", restarts: int = 3, init_scale: float = 1.0,
+               modulation_at: str = "rgb", restarts: int = 6, init_scale: float = 1.0,
                progress: bool = True) -> EditResult:
     """Edit the image ``model.generate(graph, seed=seed)`` makes so its region matches ``text``.
 
@@ -429,9 +429,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="where --modulation acts: rgb (the RGB head before the tanh: a colour transform, "
                         "default), output (the last features: colour and texture), decoder (after the "
                         "residual blocks)")
-    e.add_argument("--restarts", type=int, default=3,
+    e.add_argument("--restarts", type=int, default=6,
                    help="optimisation runs (the first from the original, the others from random starts "
-                        "near it); the best is kept (default 3)")
+                        "near it); the best is kept (default 6)")
     e.add_argument("--negative", action="append", default=[], metavar="TEXT",
                    help='a text the region should not match, e.g. "a red circle" (repeatable)')
     e.add_argument("--clip", default=None, metavar="SPEC",

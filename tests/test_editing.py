@@ -47,7 +47,7 @@ def test_object_edit_changes_its_region_and_nothing_outside(model, clip):
     # an untrained generator moves every pixel with any code, so the L1 preservation term would
     # veto each step here: switched off, the masked composite alone must keep the outside intact
     res = edit_image(model, GRAPH, seed=3, target=0, text="a green circle", steps=8, lr=0.5, strength=10.0,
-                     preserve_weight=0.0, clip=clip, progress=False)
+                     preserve_weight=0.0, restarts=3, clip=clip, progress=False)
     diff = (res.image - res.original).abs().amax(dim=0)
     outside = res.mask == 0
     assert outside.float().mean() > 0.5  # the circle is a small part of the picture
@@ -61,7 +61,7 @@ def test_object_edit_changes_its_region_and_nothing_outside(model, clip):
     assert {h["restart"] for h in res.history} == {0, 1, 2} and len(res.history) == 3 * 9
     # deterministic
     again = edit_image(model, GRAPH, seed=3, target=0, text="a green circle", steps=8, lr=0.5, strength=10.0,
-                       preserve_weight=0.0, clip=clip, progress=False)
+                       preserve_weight=0.0, restarts=3, clip=clip, progress=False)
     assert torch.equal(again.image, res.image)
 
 
