@@ -33,8 +33,9 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from editing import (COLORS, JUDGE_PROTOCOL, JUDGES, REPO, item_graph, machine, parse_description,  # noqa: E402
-                     to_unit, val_set)
+from editing import (COLORS, JUDGE_PROTOCOL, JUDGES, REPO, item_graph, parse_description, to_unit,  # noqa: E402
+                     val_set)
+from machine import machine  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from layout2img.errors import Layout2ImgError  # noqa: E402

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from layout2img.errors import Layout2ImgError  # noqa: E402
 from layout2img.io import atomic_write_text  # noqa: E402
 
-from editing import machine  # noqa: E402  (benchmarks/editing.py)
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
 
 def main(argv=None) -> int:

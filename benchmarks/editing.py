@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import time
@@ -44,23 +42,10 @@ from layout2img.data.shapes import COLOR_RGB  # noqa: E402
 from layout2img.errors import Layout2ImgError  # noqa: E402
 from layout2img.io import atomic_write_text  # noqa: E402
 from layout2img.vocab import SHAPES_THINGS  # noqa: E402
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
 COLORS = list(COLOR_RGB)
 PALETTE = torch.tensor([COLOR_RGB[c] for c in COLORS], dtype=torch.float32) / 255.0  # (8, 3) in [0, 1]
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def to_unit(image: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from machine import machine  # noqa: E402  (benchmarks/machine.py)
 
 #: Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, by a substring of the device name.
 BF16_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
@@ -244,23 +245,6 @@ def _bf16_peak(name: str) -> float | None:
 
 
 # -- the driver ---------------------------------------------------------------------------------------
-def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-            if line.startswith("CPU(s):"):
-                info["cpu_count"] = int(line.split(":", 1)[1])
-    except (OSError, subprocess.SubprocessError):
-        info["cpu"] = platform.processor()
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def _child(args, config: str, mode: str) -> dict:
     cmd = [sys.executable, __file__, "--one", config, "--mode", mode, "--device", args.device,
            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),

@@ -122,18 +122,15 @@ def _modulation_site(generator, where: str):
     return up[0] if len(up) else generator.global_net.to_rgb
 
 
-def _site_channels(model, site, semantic_edges, geometry, codes) -> int:
+def _site_channels(generator, site, layout_in) -> int:
     """Channels of the site's input, found by one forward pass."""
     import torch
 
     seen: list[int] = []
     hook = site.register_forward_pre_hook(lambda _m, inputs: seen.append(inputs[0].shape[1]))
     try:
-        parts = [semantic_edges]
-        if codes is not None and model.style_dim > 0:
-            parts.append(geometry.spread(codes.to(geometry.weights.dtype)).to(semantic_edges.dtype))
         with torch.no_grad():
-            model.generator(torch.cat(parts, 1))
+            generator(layout_in)
     finally:
         hook.remove()
     return seen[0]
@@ -173,17 +170,18 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: int | Sequence
     ``augment`` views of the region (the crop and ``augment - 1`` copies jittered by up to
     ``jitter`` of its size, drawn from ``seed``). ``negatives``: texts the region should *not*
     match ("a blue circle"); the CLIP term then adds the cross-entropy of ``text`` against them.
-    The state of the step with the lowest loss is
-    kept (step 0 = the original). ``restarts`` > 1 runs the optimisation again from random
-    starts near the original (N(0, ``init_scale``) code offsets, half that for the modulation;
-    drawn from ``seed``) and keeps the best state over all runs. Deterministic on CPU for a given
+    Every ``SELECT_EVERY`` steps (and at the last) the current state is scored on one fixed set
+    of views, and the best-scoring state is kept (step 0 = the original). ``restarts`` > 1 runs
+    the optimisation again from random starts near the original (N(0, ``init_scale``) code
+    offsets, half that for the modulation; drawn from ``seed``) and keeps the best over all runs. Deterministic on CPU for a given
     seed.
     """
     import torch
     from tqdm.auto import tqdm
 
     from .data.batch import collate
-    from .training.trainer import crop_for_clip
+    from .models.layout import crop_boxes
+    from .models.text import CROP_MARGIN
 
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("edit: text must be a non-empty string")
@@ -257,12 +255,20 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: int | Sequence
         # what may change: the codes of the chosen rows; with ``modulation`` also a per-channel
         # scale and shift of the generator's last features inside the region, and (text models)
         # an offset to the caption embedding that FiLM reads
+        def layout_input(codes):
+            """The generator's input: the fixed layout channels and the style map of ``codes``."""
+            parts = [semantic_edges]
+            if codes is not None and model.style_dim > 0:
+                parts.append(geometry.spread(codes.to(geometry.weights.dtype)).to(semantic_edges.dtype))
+            layout_in = torch.cat(parts, 1)
+            return layout_in.contiguous(memory_format=torch.channels_last) if channels_last else layout_in
+
         state: dict[str, torch.Tensor] = {}
         if model.style_dim > 0:
             state["codes"] = torch.zeros(len(rows), model.style_dim, device=device, requires_grad=True)
         site = _modulation_site(model.generator, modulation_at) if modulation else None
         if modulation:
-            state["gamma"] = torch.zeros(_site_channels(model, site, semantic_edges, geometry, base_codes),
+            state["gamma"] = torch.zeros(_site_channels(model.generator, site, layout_input(base_codes)),
                                          device=device, requires_grad=True)
             state["beta"] = torch.zeros_like(state["gamma"], requires_grad=True)
             if model.text_dim > 0:
@@ -274,12 +280,7 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: int | Sequence
             codes = base_codes
             if "codes" in values:
                 codes = base_codes.index_add(0, row_index, values["codes"])
-            parts = [semantic_edges]
-            if codes is not None and model.style_dim > 0:
-                parts.append(geometry.spread(codes.to(geometry.weights.dtype)).to(semantic_edges.dtype))
-            layout_in = torch.cat(parts, 1)
-            if channels_last:
-                layout_in = layout_in.contiguous(memory_format=torch.channels_last)
+            layout_in = layout_input(codes)
             hook = None
             if "gamma" in values:
                 def modulate(_module, inputs):
@@ -321,10 +322,9 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: int | Sequence
             return boxes
 
         def embed_views(image, boxes):
-            count = boxes.shape[0]
-            margin = 0.1 if crop_box is not None else 0.0  # object crops as the CLIP saw them in training
-            crops = crop_for_clip(image[None].expand(count, -1, -1, -1), boxes,
-                                  torch.arange(count, device=device), encoder.image_size, margin=margin)
+            margin = CROP_MARGIN if crop_box is not None else 0.0  # object crops as the CLIP saw them in training
+            crops = crop_boxes(image[None], boxes, torch.zeros(len(boxes), dtype=torch.long, device=device),
+                               encoder.image_size, margin=margin)
             return encoder.encode_image(crops)
 
         def similarity(image):

@@ -169,7 +169,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     from .data.batch import collate
     from .data.build import build_dataset
     from .io import atomic_dir, atomic_write_text
-    from .metrics.accuracy import AccuracyCounter, batch_crops, crop_objects, load_classifier
+    from .metrics.accuracy import AccuracyCounter, batch_crops, load_classifier
+    from .models.layout import crop_boxes
     from .metrics.clip_score import clip_scores, clip_unavailable_reason
     from .metrics.diversity import (INCEPTION_DISTANCE, LPIPS, LpipsDiversity, lpips_unavailable_reason,
                                     mean_pairwise_distance)
@@ -302,7 +303,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
                             _save_png(tmp / "fake" / f"{index + i:0{width}d}_{k:02d}.png", fake[i])
                         if clf is not None:
                             keep = batch.objs != 0
-                            crops = crop_objects(fake, res.boxes[keep], batch.obj_to_img[keep], clf.crop_size)
+                            crops = crop_boxes(fake.float(), res.boxes[keep], batch.obj_to_img[keep], clf.crop_size)
                             acc_fake.update(clf(crops), batch.objs[keep])
                         if text_encoder is not None:
                             clip_fake.append(clip_scores(text_encoder, fake, texts).cpu())

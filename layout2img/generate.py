@@ -45,7 +45,8 @@ def resolve_device(device: str = "auto") -> str:
 
 def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list | None:
     """A scene-graph file's graphs, its warnings printed to stderr; None when it has errors (each
-    printed to stderr as one line), so a CLI command can exit 2 without a traceback."""
+    printed to stderr as one line), so a CLI command can exit 2 without a traceback.
+    ``max_objects``: the largest allowed graph (None: the default limit)."""
     from .graph import DEFAULT_MAX_OBJECTS, validate_file
 
     warnings: list[str] = []
@@ -187,8 +188,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from .graph import DEFAULT_MAX_OBJECTS
-
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
     if args.size is not None and not 8 <= args.size <= MAX_SIZE:
@@ -196,8 +195,7 @@ def run(args) -> int:
     if not Path(args.graph).exists():  # before loading a model for nothing
         raise DataError(f"{args.graph}: file not found")
     model = load_model(args.checkpoint, args.device)
-    max_objects = DEFAULT_MAX_OBJECTS if args.max_objects is None else args.max_objects
-    graphs = read_graphs(args.graph, model.vocab, max_objects)
+    graphs = read_graphs(args.graph, model.vocab, args.max_objects)
     if graphs is None:
         return 2
     if model.text_encoder is None:

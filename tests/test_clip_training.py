@@ -8,7 +8,7 @@ import torch
 
 from layout2img.errors import ConfigError
 from layout2img.models.text import TextEncoder
-from layout2img.training.clip import (caption_retrieval_accuracy, crop_objects, load_clip_config, load_clip_pairs,
+from layout2img.training.clip import (caption_retrieval_accuracy, load_clip_config, load_clip_pairs,
                                       retrieval_accuracy, train_clip)
 
 
@@ -55,18 +55,6 @@ def test_retrieval_candidates_are_a_fixed_random_subset():
     assert a == b
     assert 0 < a["top1"] < c["top1"] <= 1  # fewer candidates: easier
     assert a["top1"] <= a["top5"]
-
-
-def test_crop_objects_cuts_the_box():
-    img = torch.full((1, 3, 32, 32), -1.0)
-    img[0, 0, 8:16, 16:32] = 1.0  # red where x in [0.5, 1), y in [0.25, 0.5)
-    crop = crop_objects(img, torch.tensor([[0.5, 0.25, 1.0, 0.5]]), 8, margin=0.0)
-    assert crop.shape == (1, 3, 8, 8)
-    # inside: all red; the outermost rows sample half a pixel across the edge (bilinear)
-    assert torch.allclose(crop[0, 0, 1:-1], torch.ones(6, 8)) and (crop[0, 0] >= 0.5).all()
-    assert torch.allclose(crop[0, 1:], -torch.ones(2, 8, 8))
-    wider = crop_objects(img, torch.tensor([[0.5, 0.25, 1.0, 0.5]]), 16, margin=0.25)
-    assert wider[0, 0, 0].mean() < 0 and wider[0, 0, 8, 8] == pytest.approx(1.0)
 
 
 def test_clip_pairs_from_shapes(tiny_shapes):

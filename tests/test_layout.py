@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from layout2img.errors import ConfigError
-from layout2img.models.layout import (LayoutPredictor, boxes_from_params, boxes_to_masks_full, build_layout, compose,
+from layout2img.models.layout import (LayoutPredictor, boxes_from_params, boxes_to_masks_full, build_layout, compose, crop_boxes,
                                       instance_edges, layout_channels, masks_to_layout)
 
 
@@ -195,3 +195,26 @@ def test_only_image_objects_give_an_empty_layout():
     layout = build_layout(torch.tensor([0]), torch.tensor([[0.0, 0, 1, 1]]), torch.ones(1, 4, 4),
                           torch.tensor([0]), 1, 8, num_classes=4)
     assert layout.semantic.abs().sum() == 0 and layout.instances.sum() == 0 and layout.edges.sum() == 0
+
+
+def test_crop_boxes_take_the_right_image_and_box():
+    images = -torch.ones(2, 3, 32, 32)
+    images[0, 0, 8:16, 16:32] = 1.0   # image 0: a red block in the top right
+    images[1, 2, 0:16, 0:16] = 1.0    # image 1: a blue block in the top left
+    boxes = torch.tensor([[0.5, 0.25, 1.0, 0.5], [0.0, 0.0, 0.5, 0.5], [0.5, 0.25, 1.0, 0.5]])
+    crops = crop_boxes(images, boxes, torch.tensor([0, 1, 1]), 8)
+    assert crops.shape == (3, 3, 8, 8)
+    inner = (slice(1, -1), slice(1, -1))  # bilinear sampling softens the outermost ring
+    assert torch.allclose(crops[0, 0][inner], torch.ones(6, 6)) and (crops[0, 0] >= 0.5).all()
+    assert torch.allclose(crops[0, 1:], -torch.ones(2, 8, 8))
+    assert torch.allclose(crops[1, 2][inner], torch.ones(6, 6)) and (crops[1, 2] >= 0.5).all()
+    assert torch.allclose(crops[1, :2], -torch.ones(2, 8, 8))
+    assert torch.allclose(crops[2], -torch.ones(3, 8, 8))  # image 1 has nothing there
+    # a margin grows the box on every side (clipped to the image); (h, w) sizes
+    wider = crop_boxes(images, boxes[:1], torch.tensor([0]), (16, 12), margin=0.25)
+    assert wider.shape == (1, 3, 16, 12)
+    assert wider[0, 0, 0].mean() < 0 and wider[0, 0, 8, 6] == pytest.approx(1.0)
+    # gradients reach the images
+    images.requires_grad_(True)
+    crop_boxes(images, boxes, torch.tensor([0, 1, 1]), 8).sum().backward()
+    assert images.grad[0].abs().sum() > 0 and images.grad[1].abs().sum() > 0

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..models.layout import crop_boxes
 from ..vocab import Vocab
 
 CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE = "config.json", "model.safetensors", "vocab.json"
@@ -60,21 +61,10 @@ class ObjectClassifier(nn.Module):
         return logits.index_fill(1, torch.tensor([0], device=logits.device), float("-inf"))
 
 
-def crop_objects(images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, size: int) -> torch.Tensor:
-    """(O, 3, size, size) crops of ``images`` (B, 3, H, W) at normalised ``boxes`` (roi_align)."""
-    from torchvision.ops import roi_align
-
-    h, w = images.shape[-2:]
-    scale = torch.tensor([w, h, w, h], dtype=images.dtype, device=images.device)
-    rois = torch.cat([obj_to_img[:, None].to(images.dtype), boxes.to(images.dtype) * scale], 1)
-    return roi_align(images.float(), rois.float(), output_size=(size, size), spatial_scale=1.0,
-                     sampling_ratio=2, aligned=True)
-
-
 def batch_crops(batch, images: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Crops at the batch's ground-truth boxes of every object but ``__image__``, and their labels."""
     keep = batch.objs != 0
-    crops = crop_objects(images, batch.boxes[keep], batch.obj_to_img[keep], size)
+    crops = crop_boxes(images.float(), batch.boxes[keep], batch.obj_to_img[keep], size)
     return crops, batch.objs[keep]
 
 

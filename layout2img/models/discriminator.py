@@ -19,10 +19,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from ..errors import ConfigError
 from .generator import downsample_layout
+from .layout import crop_boxes
 from .normalization import conv2d, init_weights, norm_layer
 
 D_NORMS = ("instance", "spectral", "batch", "none")
@@ -149,11 +149,7 @@ class ObjectDiscriminator(nn.Module):
 
     def crops(self, images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor) -> torch.Tensor:
         """(O, 3, crop_size, crop_size) crops of each object's box."""
-        h, w = images.shape[-2:]
-        scale = boxes.new_tensor([w, h, w, h])
-        rois = torch.cat([obj_to_img.to(boxes.dtype)[:, None], boxes * scale], dim=1)
-        return roi_align(images, rois.to(images.dtype), self.crop_size, spatial_scale=1.0, sampling_ratio=2,
-                         aligned=True)
+        return crop_boxes(images, boxes, obj_to_img, self.crop_size)
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor,
                 text_emb: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

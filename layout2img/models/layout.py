@@ -146,6 +146,24 @@ def boxes_to_masks_full(boxes: torch.Tensor, masks: torch.Tensor, H: int, W: int
     return sampled[:, 0] * coverage
 
 
+def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, size,
+               margin: float = 0.0) -> torch.Tensor:
+    """(K, C, h, w) bilinear crops (``torchvision.ops.roi_align``) of normalised ``boxes`` (K, 4)
+    from ``images`` (B, C, H, W), box k from image ``obj_to_img[k]``; each box first grown by
+    ``margin`` of its size on every side (clipped to the image). ``size``: an int or (h, w).
+    Differentiable with respect to the images; computed in the images' dtype."""
+    from torchvision.ops import roi_align
+
+    h, w = images.shape[-2:]
+    b = boxes.to(device=images.device, dtype=torch.float32)
+    if margin:
+        grow = (b[:, 2:] - b[:, :2]) * margin
+        b = torch.cat([b[:, :2] - grow, b[:, 2:] + grow], dim=1).clamp(0, 1)
+    rois = torch.cat([obj_to_img.to(b)[:, None], b * b.new_tensor([w, h, w, h])], dim=1)
+    return roi_align(images, rois.to(images.dtype), output_size=_size_hw(size), spatial_scale=1.0,
+                     sampling_ratio=2, aligned=True)
+
+
 def paint_order_key(boxes: torch.Tensor, objs: torch.Tensor | None = None,
                     stuff_classes: torch.Tensor | None = None) -> torch.Tensor:
     """(O,) depth: objects with a larger key are painted first (further back).

@@ -736,10 +736,10 @@ class SceneGraphToImage(nn.Module):
         if isinstance(spec, str):
             model.config["text_encoder"] = spec  # saved again as written, not as resolved here
         expected = payload.get("text_encoder_fingerprint")
-        if expected and model.text_encoder is not None and model.text_encoder.fingerprint() != expected:
+        found = model.text_encoder.fingerprint() if expected and model.text_encoder is not None else expected
+        if found != expected:
             raise CheckpointError(f"{path}: text encoder {spec!r} is not the CLIP this model was trained with (weights "
-                                  f"{model.text_encoder.fingerprint()}, expected {expected}); point text_encoder "
-                                  f"in {path / CONFIG_FILE} at that CLIP")
+                                  f"{found}, expected {expected}); point text_encoder in {path / CONFIG_FILE} at that CLIP")
         try:
             state = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types on a damaged file

@@ -41,6 +41,9 @@ DEFAULT_DOMAIN_CLIP: dict[str, Any] = {
     "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
     "text_cfg": {"context_length": 32, "width": 128, "heads": 4, "layers": 3},
 }
+#: Object crops are their box grown by this share of its size on each side, wherever a crop meets
+#: a CLIP text: domain-CLIP training, the GAN's CLIP loss, editing.
+CROP_MARGIN = 0.1
 _ALTERNATIVES = ("Use a local checkpoint (text_encoder: path/to/file.safetensors or .bin, as ARCH=PATH) "
                  "or the project's domain CLIP (layout2img train-clip)")
 
@@ -120,6 +123,7 @@ class TextEncoder(nn.Module):
         self.source: dict[str, Any] = dict(source or {})
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._fingerprint: str | None = None
         self.metadata: dict[str, Any] = {}
         self.frozen = False
         if frozen:
@@ -174,15 +178,19 @@ class TextEncoder(nn.Module):
         silently wrong embeddings."""
         import hashlib
 
+        if self.frozen and self._fingerprint is not None:  # frozen weights: hash them once
+            return self._fingerprint
         h = hashlib.sha256()
         for name, t in sorted(self.model.state_dict().items()):
             t = t.detach().to("cpu")
             h.update(f"{name}:{tuple(t.shape)}:".encode())
             h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
-        return "sha256:" + h.hexdigest()[:16]
+        self._fingerprint = "sha256:" + h.hexdigest()[:16]
+        return self._fingerprint
 
     def _load_from_state_dict(self, *args, **kwargs):
         self.clear_cache()  # new weights (also when a parent model loads its state): stale embeddings
+        self._fingerprint = None
         return super()._load_from_state_dict(*args, **kwargs)
 
     # -- text --------------------------------------------------------------------------------------

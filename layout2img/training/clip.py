@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, DataError
-from ..models.text import TextEncoder
+from ..models.layout import crop_boxes
+from ..models.text import CROP_MARGIN, TextEncoder
 
 DEFAULT_CLIP_CONFIG = "clip/shapes.yaml"
 
@@ -176,20 +177,9 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
-def crop_objects(images: torch.Tensor, boxes: torch.Tensor, size: int | tuple[int, int],
-                 margin: float = 0.1) -> torch.Tensor:
-    """(K, 3, size, size) crops of the boxes (K, 4) from images (K, 3, H, W), box grown by ``margin``."""
-    from torchvision.ops import roi_align
-
-    h, w = images.shape[-2:]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    b = boxes.float().clone()
-    grow = (b[:, 2:] - b[:, :2]) * margin
-    b[:, :2] -= grow
-    b[:, 2:] += grow
-    b = b.clamp(0, 1) * torch.tensor([w, h, w, h], dtype=torch.float32)
-    rois = torch.cat([torch.arange(len(b), dtype=torch.float32)[:, None], b], dim=1).to(images.device)
-    return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+def _crop_own_images(images: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:
+    """Box k from image k, grown by 10 % a side (the context the crops' texts describe)."""
+    return crop_boxes(images, boxes, torch.arange(len(boxes), device=images.device), size, margin=CROP_MARGIN)
 
 
 # -- retrieval -----------------------------------------------------------------------------------
@@ -270,8 +260,8 @@ def object_description_accuracy(encoder: TextEncoder, pairs: ClipPairs, max_obje
     names = sorted(set(pairs.obj_texts))
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(pairs.obj_texts), generator=gen)[:max_objects]
-    crops = torch.cat([crop_objects(_to_float(pairs.images[pairs.obj_image[pick[s : s + batch_size]]]),
-                                    pairs.obj_boxes[pick[s : s + batch_size]], encoder.image_size)
+    crops = torch.cat([_crop_own_images(_to_float(pairs.images[pairs.obj_image[pick[s : s + batch_size]]]),
+                                        pairs.obj_boxes[pick[s : s + batch_size]], encoder.image_size)
                        for s in range(0, len(pick), batch_size)])
     img = embed_images(encoder, crops, batch_size)
     txt = embed_texts(encoder, names, batch_size)
@@ -491,7 +481,7 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
         if crops_per_step > 0 and train_pairs.obj_texts:
             obj, obj_texts = sampler.crops(crops_per_step)
             src = _to_float(train_pairs.images[train_pairs.obj_image[obj]]).to(device)
-            images = torch.cat([images, crop_objects(src, train_pairs.obj_boxes[obj], size)])
+            images = torch.cat([images, _crop_own_images(src, train_pairs.obj_boxes[obj], size)])
         negative_sets = [[n for c in caps for _ in range(hard_negatives)
                           for n in [swap_word(c, swap_groups, sampler.rng)] if n is not None]
                          for caps in caption_sets]

@@ -40,7 +40,9 @@ from ..io import atomic_write_text
 from ..losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, feature_matching_loss, kl_loss,
                       mask_loss, r1_penalty)
 from ..models.discriminator import MultiscaleDiscriminator, ObjectDiscriminator
+from ..models.layout import crop_boxes
 from ..models.pipeline import SceneGraphToImage
+from ..models.text import CROP_MARGIN
 from ..vocab import Vocab
 from . import checkpoint as ckpt
 from .distributed import DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed
@@ -52,21 +54,6 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, 
     """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over dimensions, averaged over rows."""
     kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)
     return kl.sum(dim=1).mean()
-
-
-def crop_for_clip(images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, size,
-                  margin: float = 0.1) -> torch.Tensor:
-    """(K, 3, h, w) crops of boxes (K, 4) in their images, grown by ``margin`` of their size on
-    each side (as the domain CLIP's training crops), at the CLIP's input size; differentiable."""
-    from torchvision.ops import roi_align
-
-    h, w = images.shape[-2:]
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    b = boxes.float()
-    grow = (b[:, 2:] - b[:, :2]) * margin
-    b = torch.cat([b[:, :2] - grow, b[:, 2:] + grow], dim=1).clamp(0, 1) * b.new_tensor([w, h, w, h])
-    rois = torch.cat([obj_to_img.to(b.dtype)[:, None], b], dim=1).to(images.device, images.dtype)
-    return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
 
 class TrainingDiverged(Layout2ImgError):
@@ -417,7 +404,8 @@ class Trainer:
                 terms.append(1 - sim)
             obj_rows = (texts.obj_text_mask & keep).nonzero().flatten()
             if obj_rows.numel() > 0:
-                crops = crop_for_clip(fake.float(), batch.boxes[obj_rows], batch.obj_to_img[obj_rows], enc.image_size)
+                crops = crop_boxes(fake.float(), batch.boxes[obj_rows], batch.obj_to_img[obj_rows], enc.image_size,
+                                   margin=CROP_MARGIN)
                 sim = (enc.encode_image(crops) * texts.obj_text_emb[obj_rows]).sum(dim=1)
                 terms.append(1 - sim)
             if terms:
