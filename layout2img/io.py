@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename.
 
 A reader (or a run killed with SIGKILL) sees the old file or the new one, never half of one.
+Also the one safetensors reader (:func:`load_weights`) and the one state-dict check
+(:func:`check_state`) that every checkpoint loader uses.
 """
 from __future__ import annotations
 
@@ -113,3 +115,38 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- weights -----------------------------------------------------------------------------------
+def load_weights(path: str | Path, device: str = "cpu") -> dict:
+    """A safetensors file's tensors (never pickle), or a one-line CheckpointError."""
+    from safetensors.torch import load_file
+
+    from .errors import CheckpointError
+
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises its own error types on a damaged file
+        raise CheckpointError(f"{path}: cannot read: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+
+
+def check_state(where: str | Path, expected: dict, found: dict, allow_missing: bool = False,
+                against: str = "config.json") -> None:
+    """A one-line CheckpointError naming the tensors of ``found`` that do not fit a model's
+    ``expected`` state dict (the model ``against`` describes): missing (unless
+    ``allow_missing``), unexpected, or of another shape."""
+    from .errors import CheckpointError
+
+    missing = [] if allow_missing else [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and tuple(found[k].shape) != tuple(v.shape)]
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+
+    problems = [f"{label} {len(names)} tensor(s): {few(names)}" if label != "shape mismatch" else f"{label}: {few(names)}"
+                for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+                if names]
+    if problems:
+        raise CheckpointError(f"{where}: weights do not match {against}: {'; '.join(problems)}")

@@ -100,7 +100,7 @@ def test_init_from_continues_a_trained_clip(tiny_shapes, tmp_path):
     weights = dict(again.encoder.model.named_parameters())  # (BatchNorm statistics move in one step)
     for k, v in first.encoder.model.named_parameters():  # one step at lr ~0: the same weights
         assert torch.allclose(v, weights[k], atol=1e-6), k
-    with pytest.raises(ConfigError, match=r"train.init_from=.*do not fit.*first mismatch"):
+    with pytest.raises(ConfigError, match=r"train.init_from=.*weights do not match this config's model.*shape mismatch"):
         train_clip(load_clip_config(None, tiny_clip_overrides(
             tiny_shapes, tmp_path / "c", **{"train.init_from": tmp_path / "a", "model.text_cfg.width": 16})),
             progress=False, save=False)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
+from ..io import check_state, load_weights
 from ..models.layout import crop_boxes
 from ..vocab import Vocab
 
@@ -113,8 +114,6 @@ def save_classifier(folder: str | Path, model: ObjectClassifier, vocab: Vocab, m
 
 def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ObjectClassifier, Vocab, dict]:
     """(classifier in eval mode, its vocabulary, its config.json) from a folder ``save_classifier`` wrote."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     for name in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE):
         if not (folder / name).is_file():
@@ -129,11 +128,9 @@ def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> t
         raise CheckpointError(f"{folder / CONFIG_FILE}: model_class is {config.get('model_class')!r}, "
                               "not ObjectClassifier")
     model = ObjectClassifier(config["num_classes"], config["crop_size"], config["width"])
-    try:
-        state = load_file(str(folder / WEIGHTS_FILE))
-        model.load_state_dict(state, strict=True)
-    except Exception as e:  # noqa: BLE001 - a damaged or mismatched file is one user error
-        raise CheckpointError(f"{folder / WEIGHTS_FILE}: cannot load ({str(e).splitlines()[0]})") from None
+    state = load_weights(folder / WEIGHTS_FILE)
+    check_state(folder / WEIGHTS_FILE, model.state_dict(), state)
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval(), vocab, config
 
 

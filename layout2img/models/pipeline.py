@@ -39,6 +39,7 @@ from torch import nn
 
 from ..data.batch import Batch, collate
 from ..errors import CheckpointError, ConfigError, DataError, GraphError, Layout2ImgError
+from ..io import check_state, load_weights
 from ..vocab import Vocab
 from .encoder import AppearanceEncoder, StyleClusters
 from .gcn import GraphEncoder
@@ -711,8 +712,6 @@ class SceneGraphToImage(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "SceneGraphToImage":
         """Load a folder written by :meth:`save_pretrained` (safetensors only, strict)."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: checkpoint folder not found")
@@ -740,11 +739,8 @@ class SceneGraphToImage(nn.Module):
         if found != expected:
             raise CheckpointError(f"{path}: text encoder {spec!r} is not the CLIP this model was trained with (weights "
                                   f"{found}, expected {expected}); point text_encoder in {path / CONFIG_FILE} at that CLIP")
-        try:
-            state = load_file(str(path / WEIGHTS_FILE), device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types on a damaged file
-            raise CheckpointError(f"{path / WEIGHTS_FILE}: cannot read: {str(e).splitlines()[0]}") from None
-        _check_state(path / WEIGHTS_FILE, model.state_dict(), state)
+        state = load_weights(path / WEIGHTS_FILE, device=map_location)
+        check_state(path / WEIGHTS_FILE, model.state_dict(), state)
         model.load_state_dict(state, strict=True)
         model.metadata = dict(metadata)
         return model.to(map_location).eval()
@@ -841,23 +837,3 @@ def _read_json(path: Path) -> Any:
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
 
-
-def _check_state(where: Path, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> None:
-    """One-line CheckpointError naming what does not match (strict loading)."""
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k} {tuple(found[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-              if k in found and tuple(found[k].shape) != tuple(v.shape)]
-
-    def _few(names: list[str]) -> str:
-        return ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s): {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} tensor(s): {_few(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch: {_few(shapes)}")
-    if problems:
-        raise CheckpointError(f"{where}: weights do not match config.json: {'; '.join(problems)}")

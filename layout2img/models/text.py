@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, Layout2ImgError
+from ..io import check_state, load_weights
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 MODEL_CLASS = "TextEncoder"
@@ -442,8 +443,6 @@ class TextEncoder(nn.Module):
         """Load a domain CLIP folder written by :meth:`save_pretrained` (strict, safetensors only).
 
         A folder with ``open_clip_config.json`` (open_clip's own export) is loaded by open_clip."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path}: CLIP folder not found")
@@ -464,11 +463,8 @@ class TextEncoder(nn.Module):
                                   image_std=payload.get("image_std", OPENAI_STD), name=str(path))
         except Layout2ImgError as e:
             raise CheckpointError(f"{path}: {e}") from None
-        try:
-            state = load_file(str(path / WEIGHTS_FILE), device="cpu")
-        except Exception as e:  # safetensors raises its own error types on a damaged file
-            raise CheckpointError(f"{path / WEIGHTS_FILE}: cannot read: {_one_line(e)}") from None
-        _check_state(path / WEIGHTS_FILE, enc.model.state_dict(), state)
+        state = load_weights(path / WEIGHTS_FILE)
+        check_state(path / WEIGHTS_FILE, enc.model.state_dict(), state)
         enc.model.load_state_dict(state, strict=True)
         enc.metadata = dict(payload.get("metadata") or {})
         return enc.to(map_location)
@@ -491,15 +487,3 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
-
-def _check_state(where: Path, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> None:
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [f"{k} {tuple(found[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-              if k in found and tuple(found[k].shape) != tuple(v.shape)]
-    problems = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if names:
-            problems.append(f"{label}: {', '.join(names[:3])}" + (f" (+{len(names) - 3} more)" if len(names) > 3 else ""))
-    if problems:
-        raise CheckpointError(f"{where}: weights do not match config.json: {'; '.join(problems)}")

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
+from ..io import check_state
 from ..models.layout import crop_boxes
 from ..models.text import CROP_MARGIN, TextEncoder
 
@@ -397,11 +398,10 @@ def train_clip(cfg: Mapping[str, Any] | DictConfig, progress: bool = True, save:
     init_from = tr.get("init_from")
     if init_from:  # continue from a trained domain CLIP of the same configuration (new schedule)
         start = TextEncoder.from_pretrained(Path(str(init_from))).model.state_dict()
-        own = encoder.model.state_dict()
-        bad = [k for k in own if k not in start or start[k].shape != own[k].shape] + [k for k in start if k not in own]
-        if bad:
-            raise ConfigError(f"train.init_from={init_from}: its weights do not fit this config's model "
-                              f"(first mismatch: {bad[0]})")
+        try:
+            check_state(Path(str(init_from)), encoder.model.state_dict(), start, against="this config's model")
+        except CheckpointError as e:
+            raise ConfigError(f"train.init_from={init_from}: {e}") from None
         encoder.model.load_state_dict(start)
     encoder = encoder.to(device)
     encoder.train()

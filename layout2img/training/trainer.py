@@ -179,27 +179,19 @@ class Trainer:
     def _init_weights_from(self, folder: Path) -> None:
         """Copy a checkpoint's model weights into the new model; tensors the checkpoint lacks (the
         text layers of a model first trained without text) keep their initialisation."""
-        from safetensors.torch import load_file
-
         from ..errors import CheckpointError
+        from ..io import check_state, load_weights
 
         weights = folder / "model.safetensors"
         if not weights.is_file():
             raise ConfigError(f"train.init_from={str(folder)!r}: no model.safetensors there (a checkpoint folder, "
                               "e.g. runs/shapes_64/checkpoints/latest)")
+        state = load_weights(weights)
         try:
-            state = load_file(str(weights), device="cpu")
-        except Exception as e:  # safetensors raises its own error types on a damaged file
-            raise CheckpointError(f"{weights}: cannot read: {str(e).splitlines()[0]}") from None
-        own = self.model.state_dict()
-        unexpected = [k for k in state if k not in own]
-        wrong = [k for k in state if k in own and own[k].shape != state[k].shape]
-        if unexpected or wrong:
-            k = (unexpected or wrong)[0]
-            what = "not in this model" if unexpected else f"shape {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            raise ConfigError(f"train.init_from={str(folder)!r}: weights do not fit this model ({k}: {what})")
+            check_state(weights, self.model.state_dict(), state, allow_missing=True, against="this config's model")
+        except CheckpointError as e:
+            raise ConfigError(f"train.init_from={str(folder)!r}: {e}") from None
         self.model.load_state_dict(state, strict=False)
-        self._init_missing = sorted(k for k in own if k not in state)
 
     # -- schedule ------------------------------------------------------------------------------
     def stage(self) -> str:
