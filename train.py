@@ -4,7 +4,8 @@
     python train.py --config configs/coco_128.yaml batch_size=16 out_dir=runs/coco128
     torchrun --nproc_per_node=4 train.py --config configs/vg_128.yaml
 
-Every key of the config can be overridden as key=value (nested keys with dots).
+Every key of the config schema (layout2img/config/schema.py) can be overridden as key=value
+(nested keys with dots); a key the schema does not know is an error naming the closest one.
 """
 from __future__ import annotations
 

@@ -20,6 +20,10 @@ pixels inside the object's generated mask are nearest to) - independently of any
 
     python benchmarks/caption_conditioning.py --checkpoint runs/shapes_text_64/checkpoints/latest \\
         --num-images 200 --out runs/bench/caption_conditioning.json
+
+Checks first that the machine is quiet (``benchmarks/machine.py``; ``--allow-busy`` to override).
+Prints the JSON report (results, protocol, machine), then one markdown row per condition for
+docs/BENCHMARKS.md. A seconds-long run: a tiny text model, a small ``--data`` and ``--num-images 2``.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editing import (COLORS, JUDGE_PROTOCOL, JUDGES, REPO, item_graph, parse_description, to_unit,  # noqa: E402
                      val_set)
-from machine import machine  # noqa: E402
+from machine import add_guard_args, guard_from_args, machine, machine_line  # noqa: E402
+from timing import FIGURE_HEADER, figure_row  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from layout2img.errors import Layout2ImgError  # noqa: E402
@@ -63,6 +68,21 @@ def judge(model, graph: dict, seed: int, named: list[int], min_pixels: int, colo
     return [color_of(image, w[k] > 0.5) if int((w[k] > 0.5).sum()) >= min_pixels else None for k in named]
 
 
+def figure_rows(report: dict) -> list[str]:
+    """One markdown row per condition: its colour accuracy over the judged objects."""
+    command, line = report["machine"]["command"], machine_line(report["machine"])
+    rows = []
+    for cond, r in report["results"].items():
+        if cond == "wrong_caption":
+            value = (f"follows the text {100 * r['follows_text']:.1f} %, "
+                     f"keeps the truth {100 * r['matches_truth']:.1f} %")
+        else:
+            value = f"{100 * r['color_accuracy']:.1f} %"
+        rows.append(figure_row(f"caption conditioning, {cond}, {r['objects']} objects of {report['num_scenes']} scenes",
+                               f"{value} (one run, fixed seeds)", command, line))
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="runs/shapes_text_64/checkpoints/latest")
@@ -73,7 +93,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     ap.add_argument("--judge", default="pixel_vote", choices=sorted(JUDGES), help="the colour judge (see editing.py)")
+    add_guard_args(ap)
     args = ap.parse_args(argv)
+    guard = guard_from_args(args)
     try:
         from layout2img.generate import load_model
 
@@ -150,11 +172,13 @@ def main(argv=None) -> int:
             "num_images": args.num_images, "min_pixels": args.min_pixels, "seed": "seed + val index",
             "judge": f"{args.judge}: {JUDGE_PROTOCOL[args.judge]}",
             "named_objects": "those whose GT description (colour + shape) the full caption mentions",
-            "chance": 1 / len(COLORS),
+            "chance": 1 / len(COLORS), "device": args.device,
         },
-        "machine": machine(),
+        "machine": machine(guard=guard),
     }
     print(json.dumps(report, indent=1))
+    print(FIGURE_HEADER)
+    print("\n".join(figure_rows(report)))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(report, indent=1) + "\n")

@@ -8,7 +8,8 @@
 #      benchmark on step 2's GAN (without and with feature modulation);
 #   4. caption conditioning on the text GAN;
 #   5. training / inference speed and memory (alone on the GPU, so its timings are clean).
-# Every stage has its own time limit and log; one failing does not stop the others.
+# Every stage has its own time limit and log; one failing does not stop the others. Stages share
+# the machine, so the scripts run with --allow-busy: their JSON carries the load they saw.
 #
 #   OUT=results bash benchmarks/gpu_checks.sh            # the real thing (a CUDA machine)
 #   SMALL=1 OUT=/tmp/dry bash benchmarks/gpu_checks.sh   # a minutes-long CPU dry run of the same path
@@ -38,7 +39,7 @@ tail -2 "$R/data.log"
 echo "== CLIP variants + base GAN"
 clip() {  # name, extra overrides...
   local name=$1; shift
-  timeout -k 10 -s INT "$(lim 190)" python3 benchmarks/clip_retrieval.py --train --device $DEV --data $DATA --candidates $CAND --out "$R/clip_$name.json" \
+  timeout -k 10 -s INT "$(lim 190)" python3 benchmarks/clip_retrieval.py --train --allow-busy --device $DEV --data $DATA --candidates $CAND --out "$R/clip_$name.json" \
     "${D[@]}" out_dir=runs/clip_$name device=$DEV train.steps=$CLIP_STEPS train.num_candidates=$CAND train.eval_every=1000 train.max_minutes=$CLIP_MIN "$@" > "$R/clip_$name.log" 2>&1
 }
 clip A train.batch_size=256 train.warmup=200 &
@@ -74,12 +75,12 @@ edit modulation --modulation &
 wait
 
 echo "== caption conditioning"
-timeout -k 10 -s INT "$(lim 45)" python3 benchmarks/caption_conditioning.py --device $DEV --data $DATA \
+timeout -k 10 -s INT "$(lim 45)" python3 benchmarks/caption_conditioning.py --allow-busy --device $DEV --data $DATA \
   --checkpoint runs/shapes_text_64/checkpoints/latest --num-images $IMAGES --out "$R/caption_conditioning.json" \
   > "$R/caption_conditioning.log" 2>&1
 
 echo "== speed"
-timeout -k 10 -s INT "$(lim 100)" python3 benchmarks/speed.py --device $DEV "${SPEED[@]}" --json "$R/speed.json" > "$R/speed.log" 2>&1
+timeout -k 10 -s INT "$(lim 100)" python3 benchmarks/speed.py --allow-busy --device $DEV "${SPEED[@]}" --json "$R/speed.json" > "$R/speed.log" 2>&1
 
 echo "== pack"
 cp runs/shapes_64/samples.png "$R/samples_base.png" 2>/dev/null; cp runs/shapes_text_64/samples.png "$R/samples_text.png" 2>/dev/null

@@ -4,8 +4,10 @@
 #
 #   benchmarks/quality.sh                      # runs/shapes_64, device auto
 #   OUT=runs/q1 DEVICE=cuda benchmarks/quality.sh max_steps=2400   # extra args go to train.py
+#   ALLOW_BUSY=1 benchmarks/quality.sh         # run on a busy machine (the wall times are then stamped busy)
 #
-# Prints both reports' headline lines; the full JSON reports are in $OUT/eval/.
+# Refuses (exit 2) when the machine is not quiet (benchmarks/machine.py). Prints the machine line,
+# both reports' headline lines and the wall times; the full JSON reports are in $OUT/eval/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -13,6 +15,9 @@ OUT=${OUT:-runs/shapes_64}
 DEVICE=${DEVICE:-auto}
 CLF_STEPS=${CLF_STEPS:-300}
 MAX_IMAGES=${MAX_IMAGES:-1000}   # the whole Shapes val split
+MACHINE=$("$PY" benchmarks/machine.py ${ALLOW_BUSY:+--allow-busy} ${WAIT_QUIET:+--wait-quiet "$WAIT_QUIET"}) || exit 2
+echo "machine: $MACHINE"
+echo "command: $0 $* (OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset})"
 
 start=$(date +%s)
 "$PY" train.py "out_dir=$OUT" "device=$DEVICE" "$@"
@@ -25,7 +30,7 @@ for layout in gt pred; do
       --classifier "$OUT/classifier" --device "$DEVICE" --seed 0
 done
 end=$(date +%s)
-echo "training: $((trained - start)) s; classifier + evaluation: $((end - trained)) s"
+echo "training: $((trained - start)) s; classifier + evaluation: $((end - trained)) s (one run; $MACHINE)"
 for layout in gt pred; do
   "$PY" - "$OUT/eval/report_$layout.json" <<'PY'
 import json, sys

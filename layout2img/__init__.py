@@ -13,7 +13,7 @@ def __getattr__(name):  # heavy modules load on first use, so `layout2img --help
 
         return SceneGraph
     if name == "SceneGraphToImage":
-        from .models.pipeline import SceneGraphToImage
+        from .pipeline import SceneGraphToImage
 
         return SceneGraphToImage
     raise AttributeError(name)

@@ -31,3 +31,7 @@ class ConfigError(Layout2ImgError, ValueError):
 
 class CheckpointError(Layout2ImgError):
     """A checkpoint folder is missing, incomplete or inconsistent."""
+
+
+class EditCancelled(Layout2ImgError):
+    """A text-guided edit was stopped by its progress callback (restart and step in the message)."""

@@ -13,7 +13,8 @@ What happens:
    the graph alone), styles sampled (or drawn from fitted clusters) from a generator seeded by
    ``seed``; real and generated images are saved as PNG under ``<out stem>_images/{real,fake}/``
    (the folder is replaced as a whole);
-3. the metrics (:data:`METRICS`) are computed, FID/KID/diversity from the PNGs read back;
+3. the metrics (:data:`METRICS`) are computed by the metric objects of :mod:`layout2img.metrics`
+   (updated batch by batch as the images are made), FID/KID/diversity from the PNGs read back;
 4. the JSON report (protocol + numbers; a metric that cannot run says why under ``skipped``) is
    written atomically to ``out``.
 
@@ -29,13 +30,14 @@ import json
 import math
 import os
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from .errors import CheckpointError, ConfigError, DataError
+from .training.runs import load_run_config, resolve_checkpoint
 
 METRICS = ("fid", "kid", "is", "object-acc", "layout", "diversity", "clip")
 LAYOUT_CHOICES = ("gt", "pred")
@@ -58,44 +60,6 @@ def parse_metrics(spec: str | Sequence[str] | None) -> list[str] | None:
             hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(METRICS)})"
             raise ConfigError(f"--metrics: unknown metric {n!r}{hint}")
     return list(dict.fromkeys(names))
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A model folder (``config.json`` inside) or a run folder (its ``checkpoints/latest``)."""
-    p = Path(path)
-    if (p / "config.json").is_file():
-        return p
-    if (p / "checkpoints").is_dir():
-        from .training.checkpoint import latest_checkpoint
-
-        found = latest_checkpoint(p / "checkpoints")
-        if found is not None:
-            return found
-    raise CheckpointError(f"{p}: not a checkpoint folder (no config.json) nor a run folder with checkpoints/")
-
-
-def find_run_config(checkpoint: Path) -> Path:
-    """The resolved config the trainer wrote beside its checkpoints, else the one it started from."""
-    real = checkpoint.resolve()
-    for cand in (real.parent.parent / "config.yaml", checkpoint.parent.parent / "config.yaml"):
-        if cand.is_file():
-            return cand
-    try:
-        meta = json.loads((checkpoint / "config.json").read_text("utf-8")).get("metadata") or {}
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        meta = {}
-    source = meta.get("config_path")
-    if source and Path(source).is_file():
-        return Path(source)
-    raise ConfigError(f"{checkpoint}: cannot find its run config (no ../../config.yaml, no readable "
-                      "metadata.config_path); pass --config")
-
-
-def load_run_config(checkpoint: Path, config: str | os.PathLike | None = None, overrides: Iterable[str] = ()):
-    from .config import load_config
-
-    path = Path(config) if config is not None else find_run_config(checkpoint)
-    return load_config(path, list(overrides)), path
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -135,24 +99,20 @@ def _clip_encoder(model, cfg, clip, device) -> tuple[Any, str | None, str | None
         return None, None, f"the configured text encoder {spec!r} cannot be loaded: {e}"
 
 
-def _model_texts(batch, vocab) -> list[str]:
-    from .metrics.clip_score import graph_text
-
-    texts = []
-    for i, cap in enumerate(batch.captions):
-        if cap:
-            texts.append(cap)
-            continue
-        objs = batch.objects_of(i)
-        local = {int(g): j for j, g in enumerate(objs.tolist())}
-        names = [vocab.object_names[int(batch.objs[g])] for g in objs.tolist()]
-        triples = [(local[int(s)], vocab.predicate_names[int(p)], local[int(o)])
-                   for s, p, o in batch.triples[batch.triple_to_img == i].tolist()]
-        texts.append(graph_text(names, triples))
-    return texts
-
-
 # -- the evaluation ------------------------------------------------------------------------------
+@dataclass
+class _Measures:
+    """The metric objects one evaluation updates while it generates (None: that metric does not run)."""
+
+    layout: Any = None
+    acc_real: Any = None
+    acc_fake: Any = None
+    clip_real: Any = None
+    clip_fake: Any = None
+    lpips: Any = None
+    image_ids: list = field(default_factory=list)
+
+
 def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.json", *,
              config: str | os.PathLike | None = None, overrides: Iterable[str] = (), split: str = "val",
              metrics: str | Sequence[str] | None = None, samples_per_layout: int = 1, layout: str = "gt",
@@ -161,23 +121,18 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
              inception: str | os.PathLike | None = None, clip: str | None = None, kid_subsets: int = 100,
              kid_subset_size: int = 1000, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Evaluate ``checkpoint`` (see the module doc); returns the report that was written to ``out``."""
-    from torch.utils.data import DataLoader, Subset
-    from tqdm.auto import tqdm
-
     from . import __version__
     from .config import to_container
-    from .data.batch import collate
     from .data.build import build_dataset
-    from .io import atomic_dir, atomic_write_text
-    from .metrics.accuracy import AccuracyCounter, batch_crops, load_classifier
-    from .models.layout import crop_boxes
-    from .metrics.clip_score import clip_scores, clip_unavailable_reason
-    from .metrics.diversity import (INCEPTION_DISTANCE, LPIPS, LpipsDiversity, lpips_unavailable_reason,
-                                    mean_pairwise_distance)
-    from .metrics.fid import (IS_UNAVAILABLE, InceptionFeatureExtractor, check_device, fid_from_features,
-                              kernel_inception_distance, quantize, small_sample_note)
+    from .devices import resolve_device
+    from .io import atomic_write_text
+    from .metrics.accuracy import ObjectAccuracy
+    from .metrics.clip_score import CLIPScore, clip_unavailable_reason
+    from .metrics.diversity import INCEPTION_DISTANCE, LPIPS, LpipsDiversity, lpips_unavailable_reason
+    from .metrics.fid import IS_UNAVAILABLE, InceptionFeatureExtractor
     from .metrics.layout import LayoutMetrics
-    from .models.pipeline import SceneGraphToImage
+    from .models.classifier import ObjectClassifier
+    from .pipeline import SceneGraphToImage
 
     requested = parse_metrics(metrics)
     strict = requested is not None
@@ -196,7 +151,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise ConfigError(f"--out {out}: the report is a .json file (images go beside it)")
-    dev = check_device(device)
+    dev = resolve_device(device)
 
     # -- model, config, data -------------------------------------------------------------------
     ckpt = resolve_checkpoint(checkpoint)
@@ -222,15 +177,18 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
 
     # -- what can run ---------------------------------------------------------------------------
     skipped: dict[str, str] = {}
-    clf = clf_vocab = clf_cfg = None
+    clf = None
     if "object-acc" in wanted:
         if classifier is None:
             skipped["object-acc"] = ("no object classifier given (train one with `layout2img train-classifier` "
                                      "and pass --classifier DIR)")
         else:
-            clf, clf_vocab, clf_cfg = load_classifier(classifier, dev)
-            if tuple(clf_vocab.object_names) != tuple(model.vocab.object_names):
-                raise ConfigError(f"--classifier {classifier}: trained on vocabulary {clf_vocab.name!r}, "
+            try:
+                clf = ObjectClassifier.from_pretrained(classifier, map_location=dev)
+            except CheckpointError as e:
+                raise CheckpointError(f"--classifier: {e} (make one with `layout2img train-classifier`)") from None
+            if tuple(clf.vocab.object_names) != tuple(model.vocab.object_names):
+                raise ConfigError(f"--classifier {classifier}: trained on vocabulary {clf.vocab.name!r}, "
                                   f"the checkpoint uses {model.vocab.name!r}")
     if "is" in wanted:
         skipped["is"] = IS_UNAVAILABLE
@@ -252,112 +210,42 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     need_inception = bool({"fid", "kid"} & set(run)) or ("diversity" in run and diversity_measure != LPIPS)
     extractor = InceptionFeatureExtractor(inception, device=dev, batch_size=max(batch_size, 16)) \
         if need_inception else None
-    lpips_net = LpipsDiversity(dev) if "diversity" in run and diversity_measure == LPIPS else None
-
-    # -- generate ----------------------------------------------------------------------------------
-    images_dir = out.parent / f"{out.stem}_images"
-    width = max(6, len(str(n_layouts - 1)))
-    rng = torch.Generator(device="cpu").manual_seed(int(seed))
-    layout_metrics = LayoutMetrics(model.image_size) if "layout" in run else None
-    acc_fake, acc_real = AccuracyCounter(), AccuracyCounter()
-    clip_fake: list[torch.Tensor] = []
-    clip_real: list[torch.Tensor] = []
-    lpips_values: list[float] = []
-    image_ids: list[Any] = []
-    loader = DataLoader(Subset(dataset, range(n_layouts)), batch_size=batch_size, shuffle=False, collate_fn=collate,
-                        num_workers=0)
     text_encoder = clip_encoder if "clip" in run else None
-    with atomic_dir(images_dir, overwrite=True) as tmp:
-        (tmp / "real").mkdir()
-        (tmp / "fake").mkdir()
-        index = 0
-        bar = tqdm(total=n_layouts * k_samples, desc="generate", unit="img", disable=not progress,
-                   dynamic_ncols=True)
-        try:
-            with torch.no_grad():
-                for batch in loader:
-                    batch = batch.to(dev)
-                    b = batch.num_images
-                    if batch.images is None:
-                        raise DataError(f"{split} split: the dataset gives no images to compare with")
-                    if batch.images.shape[-1] != model.image_size:
-                        raise ConfigError(f"the dataset makes {batch.images.shape[-1]} px images, the checkpoint "
-                                          f"{model.image_size} px (set data.image_size={model.image_size})")
-                    image_ids.extend(batch.image_ids)
-                    real = quantize(batch.images)
-                    for i in range(b):
-                        _save_png(tmp / "real" / f"{index + i:0{width}d}.png", real[i])
-                    texts = _model_texts(batch, model.vocab) if text_encoder is not None else None
-                    if clf is not None:
-                        crops, labels = batch_crops(batch, real, clf.crop_size)
-                        acc_real.update(clf(crops), labels)
-                    if text_encoder is not None:
-                        clip_real.append(clip_scores(text_encoder, real, texts).cpu())
-                    samples = []
-                    for k in range(k_samples):
-                        res = model(batch, layout_source=layout, style_source=style_source, generator=rng,
-                                    keep_known_boxes=layout == "gt")
-                        fake = quantize(res.images)
-                        samples.append(fake)
-                        for i in range(b):
-                            _save_png(tmp / "fake" / f"{index + i:0{width}d}_{k:02d}.png", fake[i])
-                        if clf is not None:
-                            keep = batch.objs != 0
-                            crops = crop_boxes(fake.float(), res.boxes[keep], batch.obj_to_img[keep], clf.crop_size)
-                            acc_fake.update(clf(crops), batch.objs[keep])
-                        if text_encoder is not None:
-                            clip_fake.append(clip_scores(text_encoder, fake, texts).cpu())
-                        if k == 0 and layout_metrics is not None:
-                            layout_metrics.update(batch, res.boxes_pred, torch.sigmoid(res.mask_logits.float()),
-                                                  model.vocab.predicate_names)
-                        bar.update(b)
-                    if lpips_net is not None:
-                        stacked = torch.stack(samples, 1)  # (B, K, 3, H, W)
-                        lpips_values.append(lpips_net([stacked[i] for i in range(b)]))
-                    index += b
-        finally:
-            bar.close()
+    measures = _Measures(
+        layout=LayoutMetrics(model.image_size) if "layout" in run else None,
+        acc_real=ObjectAccuracy(clf) if clf is not None else None,
+        acc_fake=ObjectAccuracy(clf) if clf is not None else None,
+        clip_real=CLIPScore(text_encoder) if text_encoder is not None else None,
+        clip_fake=CLIPScore(text_encoder) if text_encoder is not None else None,
+        lpips=LpipsDiversity(dev) if "diversity" in run and diversity_measure == LPIPS else None)
 
-    # -- metrics from the saved PNGs ---------------------------------------------------------------
-    results: dict[str, Any] = {}
-    feats_real = feats_fake = None
-    if extractor is not None:
-        if {"fid", "kid"} & set(run):
-            feats_real = extractor.folder(images_dir / "real", progress=progress)
-        feats_fake = extractor.folder(images_dir / "fake", progress=progress)
-    if "fid" in run:
-        results["fid"] = {"value": fid_from_features(feats_real, feats_fake)}
-        if note := small_sample_note(feats_real.shape[0], feats_fake.shape[0], feats_real.shape[1]):
-            results["fid"]["warning"] = note
-    if "kid" in run:
-        results["kid"] = kernel_inception_distance(feats_real, feats_fake, kid_subsets, kid_subset_size, seed)
+    # -- generate, then the metrics from the saved PNGs --------------------------------------------
+    images_dir = out.parent / f"{out.stem}_images"
+    _generate_and_measure(model, dataset, n_layouts, images_dir, measures, split=split, layout=layout,
+                          style_source=style_source, k_samples=k_samples, seed=seed, batch_size=batch_size,
+                          device=dev, progress=progress)
+    results = _feature_metrics(run, extractor, images_dir, n_layouts, k_samples, kid_subsets, kid_subset_size,
+                               seed, lpips_reason if diversity_measure == INCEPTION_DISTANCE else None, progress)
     if "object-acc" in run:
         results["object-acc"] = {
-            "generated": acc_fake.result(), "real": acc_real.result(),
+            "generated": measures.acc_fake.compute(), "real": measures.acc_real.compute(),
             "crop_boxes": "ground-truth boxes" if layout == "gt" else "the predicted boxes each image was made from",
-            "classifier": {"path": str(classifier), "crop_size": clf_cfg["crop_size"],
-                           "val_accuracy": (clf_cfg.get("metadata") or {}).get("val_accuracy")},
+            "classifier": {"path": str(classifier), "crop_size": clf.crop_size,
+                           "val_accuracy": clf.metadata.get("val_accuracy")},
         }
     if "layout" in run:
-        results["layout"] = layout_metrics.result()
-    if "diversity" in run:
-        if diversity_measure == LPIPS:
-            value = float(np.mean(lpips_values)) if lpips_values else float("nan")
-            results["diversity"] = {"measure": LPIPS, "value": value}
-        else:
-            groups = feats_fake.reshape(n_layouts, k_samples, -1)
-            results["diversity"] = {"measure": INCEPTION_DISTANCE, "value": mean_pairwise_distance(list(groups)),
-                                    "why_not_lpips": lpips_reason,
-                                    "definition": "mean pairwise L2 distance between the Inception pool "
-                                                  "features of the samples of one layout, averaged over layouts"}
+        results["layout"] = measures.layout.compute()
+    if measures.lpips is not None:
+        results["diversity"] = {"measure": LPIPS, "value": measures.lpips.compute()}
     if "clip" in run:
-        results["clip"] = {"generated": float(torch.cat(clip_fake).mean()), "real": float(torch.cat(clip_real).mean()),
+        results["clip"] = {"generated": measures.clip_fake.compute(), "real": measures.clip_real.compute(),
                            "encoder": clip_name, "definition": "100 * max(cos(image, text), 0), mean over images",
                            "texts": "captions where the dataset has them, else the scene graph as text"}
     for m, why in skipped.items():
         results[m] = {"skipped": why}
     ordered = {m: results[m] for m in METRICS if m in results}
 
+    image_ids = measures.image_ids
     ids_text = json.dumps([str(i) for i in image_ids])
     protocol = {
         "dataset": str(data_cfg.get("dataset")), "data_root": str(data_cfg.get("root", "")) or None,
@@ -388,6 +276,101 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     atomic_write_text(out, json.dumps(report, indent=1, default=str) + "\n")
     log(summary_line(report))
     return report
+
+
+def _generate_and_measure(model, dataset, n_layouts: int, images_dir: Path, measures: _Measures, *, split: str,
+                          layout: str, style_source: str, k_samples: int, seed: int, batch_size: int, device,
+                          progress: bool) -> None:
+    """Render every layout ``k_samples`` times; save real and generated PNGs under ``images_dir``
+    (replaced as a whole) and update ``measures`` with the 8-bit images the PNGs hold."""
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    from .data.batch import collate
+    from .io import atomic_dir
+    from .metrics.clip_score import batch_texts
+    from .metrics.fid import quantize
+
+    width = max(6, len(str(n_layouts - 1)))
+    rng = torch.Generator(device="cpu").manual_seed(int(seed))
+    loader = DataLoader(Subset(dataset, range(n_layouts)), batch_size=batch_size, shuffle=False, collate_fn=collate,
+                        num_workers=0)
+    wants_texts = measures.clip_real is not None
+    with atomic_dir(images_dir, overwrite=True) as tmp:
+        (tmp / "real").mkdir()
+        (tmp / "fake").mkdir()
+        index = 0
+        bar = tqdm(total=n_layouts * k_samples, desc="generate", unit="img", disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            with torch.no_grad():
+                for batch in loader:
+                    batch = batch.to(device)
+                    b = batch.num_images
+                    if batch.images is None:
+                        raise DataError(f"{split} split: the dataset gives no images to compare with")
+                    if batch.images.shape[-1] != model.image_size:
+                        raise ConfigError(f"the dataset makes {batch.images.shape[-1]} px images, the checkpoint "
+                                          f"{model.image_size} px (set data.image_size={model.image_size})")
+                    measures.image_ids.extend(batch.image_ids)
+                    real = quantize(batch.images)
+                    for i in range(b):
+                        _save_png(tmp / "real" / f"{index + i:0{width}d}.png", real[i])
+                    texts = batch_texts(batch, model.vocab) if wants_texts else None
+                    if measures.acc_real is not None:
+                        measures.acc_real.update(real, batch.boxes, batch.obj_to_img, batch.objs)
+                    if measures.clip_real is not None:
+                        measures.clip_real.update(real, texts)
+                    samples = []
+                    for k in range(k_samples):
+                        res = model(batch, layout_source=layout, style_source=style_source, generator=rng,
+                                    keep_known_boxes=layout == "gt")
+                        fake = quantize(res.images)
+                        samples.append(fake)
+                        for i in range(b):
+                            _save_png(tmp / "fake" / f"{index + i:0{width}d}_{k:02d}.png", fake[i])
+                        if measures.acc_fake is not None:
+                            measures.acc_fake.update(fake, res.boxes, batch.obj_to_img, batch.objs)
+                        if measures.clip_fake is not None:
+                            measures.clip_fake.update(fake, texts)
+                        if k == 0 and measures.layout is not None:
+                            measures.layout.update(batch, res.boxes_pred, torch.sigmoid(res.mask_logits.float()),
+                                                   model.vocab.predicate_names)
+                        bar.update(b)
+                    if measures.lpips is not None:
+                        stacked = torch.stack(samples, 1)  # (B, K, 3, H, W)
+                        measures.lpips.update([stacked[i] for i in range(b)])
+                    index += b
+        finally:
+            bar.close()
+
+
+def _feature_metrics(run: Sequence[str], extractor, images_dir: Path, n_layouts: int, k_samples: int,
+                     kid_subsets: int, kid_subset_size: int, seed: int, why_not_lpips: str | None,
+                     progress: bool) -> dict[str, Any]:
+    """FID, KID and (when ``why_not_lpips`` says why LPIPS is not used) the Inception-feature
+    diversity, from the features of the saved PNGs."""
+    from .metrics.diversity import INCEPTION_DISTANCE, mean_pairwise_distance
+    from .metrics.fid import FrechetInceptionDistance, KernelInceptionDistance
+
+    results: dict[str, Any] = {}
+    if extractor is None:
+        return results
+    feats_real = extractor.folder(images_dir / "real", progress=progress) if {"fid", "kid"} & set(run) else None
+    feats_fake = extractor.folder(images_dir / "fake", progress=progress)
+    for name, metric in (("fid", FrechetInceptionDistance()),
+                         ("kid", KernelInceptionDistance(kid_subsets, kid_subset_size, seed))):
+        if name in run:
+            metric.update(feats_real, real=True)
+            metric.update(feats_fake, real=False)
+            results[name] = metric.compute()
+    if "diversity" in run and why_not_lpips is not None:
+        groups = feats_fake.reshape(n_layouts, k_samples, -1)
+        results["diversity"] = {"measure": INCEPTION_DISTANCE, "value": mean_pairwise_distance(list(groups)),
+                                "why_not_lpips": why_not_lpips,
+                                "definition": "mean pairwise L2 distance between the Inception pool "
+                                              "features of the samples of one layout, averaged over layouts"}
+    return results
 
 
 def summary_line(report: dict) -> str:

@@ -1,4 +1,4 @@
-"""Images from scene-graph files: the logic of ``layout2img generate``.
+"""Images from scene-graph files: the logic of ``layout2img generate`` (its CLI: :mod:`.commands.generate`).
 
     layout2img generate scenes.json --checkpoint runs/shapes_64/checkpoints/latest --out samples/
 
@@ -9,38 +9,28 @@ One image per graph and sample: ``OUT`` is a file name when there is a single im
 otherwise (``graph_000_sample_0.png``, ...); ``--save-layout`` adds each graph's layout picture
 (boxes, masks and labels) beside it.
 
+``--style`` picks the objects' appearance codes: ``cluster`` (the per-class style clusters
+``layout2img fit-styles`` or training fits), ``sample`` (N(0, I)) or ``auto`` (clusters when the
+model has them, else sampled); :func:`resolve_style` turns it into the pipeline's ``style_source``.
+
 Also used by the web editor: :func:`load_model`, :func:`object_style_codes` (one code per
 object from its own seed, so one object can be restyled alone) and :func:`layout_picture`.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import ConfigError, DataError
+from .io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 #: The largest output side ``--size`` accepts (a safety bound, not a quality promise).
 MAX_SIZE = 4096
 #: Side of a layout picture when the image itself is smaller (labels stay legible).
 LAYOUT_MIN_SIDE = 256
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when a GPU is there, else 'cpu'; a GPU asked for but absent is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available (use --device cpu)")
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: not a device (cpu, cuda, cuda:N or auto)") from None
-    return device
+#: ``--style`` of generate and serve: auto = the fitted style clusters when there are any, else sampled.
+STYLE_CHOICES = ("auto", "cluster", "sample")
 
 
 def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list | None:
@@ -61,16 +51,40 @@ def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list
 
 def load_model(checkpoint: str | Path, device: str = "auto"):
     """A checkpoint folder's model in eval mode on ``device`` (CheckpointError when unusable)."""
-    from .models.pipeline import SceneGraphToImage
+    from .devices import resolve_device
+    from .pipeline import SceneGraphToImage
 
     return SceneGraphToImage.from_pretrained(checkpoint, map_location=resolve_device(device))
 
 
-def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int]):
+def has_style_clusters(model) -> bool:
+    """Whether ``model`` has fitted per-class style clusters."""
+    return model.style_clusters is not None and model.style_clusters.fitted
+
+
+def resolve_style(model, style: str = "auto", checkpoint: str | Path | None = None) -> str:
+    """``--style`` (:data:`STYLE_CHOICES`) -> the pipeline's ``style_source``, ``'cluster'`` or
+    ``'sample'``; ConfigError for ``cluster`` on a model without fitted clusters (``checkpoint``
+    goes into the hint to run ``layout2img fit-styles``)."""
+    if style not in STYLE_CHOICES:
+        raise ConfigError(f"--style {style!r}: expected one of {', '.join(STYLE_CHOICES)}")
+    if style == "auto":
+        return "cluster" if has_style_clusters(model) else "sample"
+    if style == "cluster" and not has_style_clusters(model):
+        if model.style_dim == 0:
+            raise ConfigError("--style cluster: this model has no style codes (style_dim 0), so no style clusters")
+        where = checkpoint if checkpoint is not None else "DIR"
+        raise ConfigError(f"--style cluster: this model's style clusters are not fitted; run "
+                          f"`layout2img fit-styles --checkpoint {where}` first (or use --style sample)")
+    return style
+
+
+def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int], style: str = "auto"):
     """(N, style_dim) codes, object ``i``'s drawn from its own ``seeds[i]``, or None (style_dim 0).
 
-    A code comes from the fitted style clusters of the object's class when the model has them,
-    else from N(0, I), as ``generate`` would draw it. Changing one seed changes one object only.
+    ``style`` as :func:`resolve_style`: a code is a random one of the fitted style clusters of
+    the object's class (``cluster``) or from N(0, I) (``sample``), as ``generate`` would draw
+    it. Changing one seed changes one object only.
     """
     import torch
 
@@ -79,7 +93,7 @@ def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int]):
     if model.style_dim == 0:
         return None
     clusters = model.style_clusters
-    use_clusters = clusters is not None and clusters.fitted
+    use_clusters = resolve_style(model, style) == "cluster"
     rows = []
     for name, seed in zip(objects, seeds):
         rng = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -144,18 +158,21 @@ def output_paths(out: str | Path, num_graphs: int, num_samples: int) -> tuple[li
 
 def generate_files(model, graphs: Sequence, out: str | Path, *, num_samples: int = 1, seed: int = 0,
                    text: str | None = None, size: int | None = None, save_layout: bool = False,
-                   progress: bool = True) -> list[Path]:
-    """Draw every graph ``num_samples`` times and write PNGs (see the module doc); returns the paths."""
+                   style: str = "auto", progress: bool = True) -> list[Path]:
+    """Draw every graph ``num_samples`` times and write PNGs (see the module doc); returns the paths.
+    ``style``: the appearance codes (:func:`resolve_style`)."""
     from tqdm.auto import tqdm
 
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
     if size is not None and not 8 <= size <= MAX_SIZE:
         raise ConfigError(f"--size {size}: expected a side between 8 and {MAX_SIZE} pixels")
+    style_source = resolve_style(model, style)
     image_paths, layout_paths = output_paths(out, len(graphs), num_samples)
     written: list[Path] = []
     for i, graph in enumerate(tqdm(graphs, desc="generate", unit="graph", disable=not progress or None)):
-        result = model.generate([graph], seed=seed + i, text=text, num_samples=num_samples, return_output=True)
+        result = model.generate([graph], seed=seed + i, text=text, num_samples=num_samples, return_output=True,
+                                style_source=style_source)
         for j in range(num_samples):
             written.append(_save(image_paths[i][j], to_image(result.images[j], size)))
         if save_layout:
@@ -164,48 +181,3 @@ def generate_files(model, graphs: Sequence, out: str | Path, *, num_samples: int
                                      size or model.image_size)
             written.append(_save(layout_paths[i], picture))
     return written
-
-
-# -- the command -------------------------------------------------------------------------------
-def add_parser(sub) -> argparse.ArgumentParser:
-    g = sub.add_parser("generate", help="draw images for the scene graphs in a JSON file",
-                       description="Draw images for the scene graphs in a JSON file (one graph or a list, "
-                                   "sg2im form). Boxes in the file fix the layout; graph i uses seed+i.")
-    g.add_argument("graph", help="a JSON file: one scene graph or a list (sg2im form, optional boxes)")
-    g.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
-    g.add_argument("--out", required=True, help="an image file for a single image, else a folder")
-    g.add_argument("--num-samples", type=int, default=1, help="images per graph (default 1)")
-    g.add_argument("--seed", type=int, default=0, help="graph i uses seed+i (default 0)")
-    g.add_argument("--text", default=None, metavar="CAPTION",
-                   help="a caption for every graph (needs a model with a text encoder)")
-    g.add_argument("--size", type=int, default=None, metavar="PX",
-                   help="resize the images to PX x PX (default: the model's size)")
-    g.add_argument("--save-layout", action="store_true", help="also write each graph's layout picture")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    g.add_argument("--max-objects", type=int, default=None, help="largest allowed graph (default 32)")
-    g.set_defaults(func=run)
-    return g
-
-
-def run(args) -> int:
-    if args.num_samples < 1:
-        raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
-    if args.size is not None and not 8 <= args.size <= MAX_SIZE:
-        raise ConfigError(f"--size {args.size}: expected a side between 8 and {MAX_SIZE} pixels")
-    if not Path(args.graph).exists():  # before loading a model for nothing
-        raise DataError(f"{args.graph}: file not found")
-    model = load_model(args.checkpoint, args.device)
-    graphs = read_graphs(args.graph, model.vocab, args.max_objects)
-    if graphs is None:
-        return 2
-    if model.text_encoder is None:
-        for g in graphs:
-            if g.caption is not None or any(t is not None for t in g.descriptions):
-                print(f"warning: {g.source}: graph {g.index}: caption/descriptions ignored: "
-                      f"this model has no text encoder", file=sys.stderr)
-    written = generate_files(model, graphs, args.out, num_samples=args.num_samples, seed=args.seed,
-                             text=args.text, size=args.size, save_layout=args.save_layout)
-    images = len(graphs) * args.num_samples
-    layouts = f" and {len(written) - images} layout picture(s)" if args.save_layout else ""
-    print(f"wrote {images} image(s){layouts} to {args.out}")
-    return 0

@@ -1,8 +1,11 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then rename.
+"""File I/O: atomic writes, the one JSON reader, and the one checkpoint-folder format.
 
-A reader (or a run killed with SIGKILL) sees the old file or the new one, never half of one.
-Also the one safetensors reader (:func:`load_weights`) and the one state-dict check
-(:func:`check_state`) that every checkpoint loader uses.
+Atomic writes go to a temp file in the same folder, fsync, then rename: a reader (or a run killed
+with SIGKILL) sees the old file or the new one, never half of one. :func:`read_json` is the JSON
+reader every module uses (:func:`parse_json` for JSON that is not a file); :func:`load_weights`
+the one safetensors reader and :func:`check_state` the one state-dict check of every checkpoint
+loader; :class:`PretrainedMixin` the one ``config.json`` + ``model.safetensors`` folder every
+saved component is written as.
 """
 from __future__ import annotations
 
@@ -12,7 +15,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator, Mapping
+
+#: The suffixes that make an output path an image file (``generate``, ``edit``); :mod:`PIL` picks
+#: the format from the suffix.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def _umask() -> int:
@@ -55,8 +62,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def read_json(path: str | Path, what: str = "file", error: type[Exception] | None = None) -> Any:
-    """Parse a JSON file; every failure is one ``error`` line naming the file (and line:column)."""
+def read_json(path: str | Path, what: str = "file", error: Callable[[str], Exception] | None = None) -> Any:
+    """Parse a JSON file; every failure is one ``error`` line naming the file (and line:column).
+
+    ``what`` names the file in the messages ("vocabulary file"); ``error`` makes the exception
+    from the message (default :class:`DataError`). A UTF-8 byte-order mark is skipped.
+    """
     from .errors import DataError
 
     error = error or DataError
@@ -64,14 +75,41 @@ def read_json(path: str | Path, what: str = "file", error: type[Exception] | Non
     if path.is_dir():
         raise error(f"{path}: {what} is a folder, expected a JSON file")
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
+    except PermissionError:
+        raise error(f"{path}: {what}: permission denied") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    return parse_json(raw, str(path), what, error)
+
+
+def parse_json(data: bytes | str, source: str, what: str = "file",
+               error: Callable[[str], Exception] | None = None) -> Any:
+    """Parse JSON text or UTF-8 bytes that came from ``source`` (a file name, "request body");
+    every failure is one ``error`` line naming ``source`` and, where there is one, line:column."""
+    from .errors import DataError
+
+    error = error or DataError
+    if isinstance(data, bytes):
+        raw = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a BOM, as some editors write
+        try:
+            data = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw.count(b"\n", 0, e.start) + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+            raise error(f"{source}:{line}:{col}: not UTF-8 text in {what} (byte 0x{raw[e.start]:02x})") from None
+    if not data.strip():
+        raise error(f"{source}: {what} is empty (expected JSON)")
+    try:
+        return json.loads(data)
     except json.JSONDecodeError as e:
-        raise error(f"{path}:{e.lineno}:{e.colno}: malformed JSON in {what}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: {what} is not UTF-8 JSON (byte {e.start})") from None
+        raise error(f"{source}:{e.lineno}:{e.colno}: malformed JSON in {what}: {e.msg}") from None
+    except RecursionError:
+        raise error(f"{source}: malformed JSON in {what}: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal longer than Python's digit limit
+        raise error(f"{source}: malformed JSON in {what}: {str(e)[:100]}") from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -150,3 +188,130 @@ def check_state(where: str | Path, expected: dict, found: dict, allow_missing: b
                 if names]
     if problems:
         raise CheckpointError(f"{where}: weights do not match {against}: {'; '.join(problems)}")
+
+
+# -- checkpoint folders --------------------------------------------------------------------------
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+#: Keys of ``config.json`` written by :class:`PretrainedMixin` itself (not the component's config).
+PRETRAINED_META_KEYS = ("model_class", "format_version", "layout2img_version", "metadata")
+
+
+class PretrainedMixin:
+    """``save_pretrained(dir, metadata)`` / ``from_pretrained(dir)`` for an ``nn.Module``: a folder
+    with ``config.json`` (the component's config, its ``model_class``, ``format_version``,
+    ``layout2img_version`` and ``metadata``) and ``model.safetensors`` (no pickle), plus any extra
+    files the component writes. Saving is atomic (the folder is built under a temporary name and
+    renamed into place); loading is strict, and every problem is one :class:`CheckpointError`
+    line naming the file.
+
+    To adopt it, a class sets
+
+    * ``MODEL_CLASS`` - the name ``config.json`` records and loading checks;
+    * ``FORMAT_VERSION`` - the folder format it writes (bump it when old code could not read a
+      new folder); it reads every version up to this one (a folder without the key is version 1)
+      and refuses newer ones, naming the version;
+    * ``FOLDER_KIND`` - how errors name the folder (``"checkpoint folder"``, ``"CLIP folder"``);
+    * ``EXTRA_FILES`` - more files that must be there (e.g. ``("vocab.json",)``);
+
+    and implements ``pretrained_config(self) -> dict`` (JSON-serialisable) and the classmethod
+    ``from_pretrained_config(cls, config, folder) -> instance`` (an untrained instance from that
+    dict; ``folder`` is there to read extra files, with :func:`read_json`). Optional hooks:
+    ``save_extra_files(self, folder)`` writes the extra files into the (temporary) folder;
+    ``pretrained_state(self)`` / ``load_pretrained_state(self, state, where)`` choose the saved
+    tensors (default: the whole ``state_dict()``, loaded after :func:`check_state`). The
+    instance's ``metadata`` dict is restored from ``config.json``.
+    """
+
+    MODEL_CLASS: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int] = 1
+    FOLDER_KIND: ClassVar[str] = "checkpoint folder"
+    EXTRA_FILES: ClassVar[tuple[str, ...]] = ()
+
+    # -- the hooks a component implements ------------------------------------------------------
+    def pretrained_config(self) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement pretrained_config()")
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], folder: Path):
+        raise NotImplementedError(f"{cls.__name__} must implement from_pretrained_config()")
+
+    def save_extra_files(self, folder: Path) -> None:
+        """Write files beside ``config.json`` (``folder`` is the temporary folder being built)."""
+
+    def pretrained_state(self) -> dict[str, Any]:
+        return self.state_dict()  # type: ignore[attr-defined]
+
+    def load_pretrained_state(self, state: dict[str, Any], where: Path) -> None:
+        check_state(where, self.state_dict(), state)  # type: ignore[attr-defined]
+        self.load_state_dict(state, strict=True)  # type: ignore[attr-defined]
+
+    # -- saving and loading ----------------------------------------------------------------------
+    def save_pretrained(self, save_dir: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the folder ``save_dir`` (an existing one is replaced as a whole); returns it."""
+        from safetensors.torch import save_file
+
+        from . import __version__
+        from .errors import ConfigError
+
+        payload = {"model_class": self.MODEL_CLASS, "format_version": self.FORMAT_VERSION,
+                   "layout2img_version": __version__, **self.pretrained_config(), "metadata": dict(metadata or {})}
+        try:
+            config_text = json.dumps(payload, indent=1)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"save_pretrained: metadata is not JSON-serialisable: {e}") from None
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.pretrained_state().items()}
+        save_dir = Path(save_dir)
+        with atomic_dir(save_dir, overwrite=True) as tmp:  # each file fsynced, then the folder renamed
+            atomic_write_text(tmp / CONFIG_FILE, config_text + "\n")
+            atomic_save(tmp / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+            self.save_extra_files(tmp)
+        return save_dir
+
+    @classmethod
+    def read_pretrained_config(cls, folder: str | Path) -> dict[str, Any]:
+        """``config.json`` of a folder, checked: complete folder, this ``MODEL_CLASS``, a
+        ``format_version`` this code reads. Returns the whole payload (meta keys included)."""
+        from .errors import CheckpointError
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: {cls.FOLDER_KIND} not found")
+        for name in (CONFIG_FILE, WEIGHTS_FILE, *cls.EXTRA_FILES):
+            if not (folder / name).is_file():
+                raise CheckpointError(f"{folder}: incomplete {cls.FOLDER_KIND}: missing {name}")
+        config_path = folder / CONFIG_FILE
+        payload = read_json(config_path, "config", CheckpointError)
+        if not isinstance(payload, dict):
+            raise CheckpointError(f"{config_path}: expected a JSON object")
+        found = payload.get("model_class")
+        if found != cls.MODEL_CLASS:
+            raise CheckpointError(f"{folder}: not a {cls.FOLDER_KIND}: config.json's model_class is {found!r}, "
+                                  f"expected {cls.MODEL_CLASS!r}")
+        version = payload.get("format_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CheckpointError(f"{config_path}: format_version must be a positive integer, got {version!r}")
+        if version > cls.FORMAT_VERSION:
+            raise CheckpointError(
+                f"{config_path}: format_version {version} is newer than this layout2img reads ({cls.MODEL_CLASS} "
+                f"folders up to version {cls.FORMAT_VERSION}); it was written by layout2img "
+                f"{payload.get('layout2img_version', '?')}: upgrade layout2img to load it")
+        return payload
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: Any = "cpu"):
+        """Load a folder written by :meth:`save_pretrained` (strict; safetensors only), in eval mode."""
+        from .errors import CheckpointError, Layout2ImgError
+
+        path = Path(path)
+        payload = cls.read_pretrained_config(path)
+        config = {k: v for k, v in payload.items() if k not in PRETRAINED_META_KEYS}
+        try:
+            obj = cls.from_pretrained_config(config, path)
+        except CheckpointError:
+            raise
+        except Layout2ImgError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        obj.load_pretrained_state(load_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
+        metadata = payload.get("metadata") or {}
+        obj.metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
+        return obj.to(map_location).eval()

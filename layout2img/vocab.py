@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from .errors import VocabError
+from .io import atomic_write_text, read_json
 
 IMAGE_OBJECT = "__image__"
 IN_IMAGE = "__in_image__"
@@ -20,14 +22,16 @@ IN_IMAGE = "__in_image__"
 #: The geometric predicates of sg2im's COCO relations (``relations.py`` computes them).
 GEOMETRIC_PREDICATES = ("left of", "right of", "above", "below", "inside", "surrounding")
 
-#: The embedded Shapes world (``data/shapes.py`` draws it). Things first, then stuff.
+#: The embedded Shapes world (``data/shapes_render.py`` draws it). Things first, then stuff.
 SHAPES_THINGS = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart")
 SHAPES_STUFF = ("sky", "grass", "sea", "sand", "wall", "snow")
 SHAPES_COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
 SHAPES_SIZES = ("small", "medium", "large")
 
 
-def _suggest(name: str, names: tuple[str, ...]) -> str:
+def suggest_name(name: str, names: Sequence[str]) -> str:
+    """'; did you mean 'a', 'b'?' naming up to three of ``names`` close to ``name`` (special ``__`` names
+    never), or '' when none is close."""
     close = difflib.get_close_matches(name, [n for n in names if not n.startswith("__")], n=3, cutoff=0.6)
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
@@ -84,7 +88,7 @@ class Vocab:
             return self._obj_index[name]
         except KeyError:
             raise VocabError(
-                f"unknown object {name!r} in vocabulary {self.name!r}{_suggest(name, self.object_names)}"
+                f"unknown object {name!r} in vocabulary {self.name!r}{suggest_name(name, self.object_names)}"
             ) from None
 
     def predicate_index(self, name: str) -> int:
@@ -93,15 +97,15 @@ class Vocab:
         except KeyError:
             raise VocabError(
                 f"unknown predicate {name!r} in vocabulary {self.name!r}"
-                f"{_suggest(name, self.predicate_names)}"
+                f"{suggest_name(name, self.predicate_names)}"
             ) from None
 
     def suggest_object(self, name: str) -> str:
         """'; did you mean ...?' for an unknown object name, or ''."""
-        return _suggest(name, self.object_names)
+        return suggest_name(name, self.object_names)
 
     def suggest_predicate(self, name: str) -> str:
-        return _suggest(name, self.predicate_names)
+        return suggest_name(name, self.predicate_names)
 
     def is_stuff(self, index: int) -> bool:
         return self.num_things is not None and index > self.num_things
@@ -146,13 +150,9 @@ class Vocab:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Vocab":
-        from .io import read_json
-
         return cls.from_dict(read_json(path, "vocabulary file", VocabError), name=str(path))
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
 
     # -- the built-in vocabularies -------------------------------------------------------------
@@ -208,5 +208,5 @@ def _coco_stuff(include_other: bool) -> Vocab:
 
 @lru_cache(maxsize=1)
 def _visual_genome() -> Vocab:
-    text = resources.files("layout2img.resources").joinpath("vg-vocab-sg2im.json").read_text("utf-8")
-    return Vocab.from_dict(json.loads(text), name="vg")
+    with resources.as_file(resources.files("layout2img.resources") / "vg-vocab-sg2im.json") as path:
+        return Vocab.from_dict(read_json(path, "Visual Genome vocabulary", VocabError), name="vg")

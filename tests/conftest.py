@@ -63,3 +63,14 @@ def tiny_checkpoint(tmp_path_factory, tiny_shapes) -> Path:
     finally:
         trainer.close()
     return out / "checkpoints" / "latest"
+
+
+@pytest.fixture(scope="session")
+def tiny_styled_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny checkpoint with its style clusters fitted on the tiny train split (a folder of its own)."""
+    from layout2img.commands.fit_styles import fit_checkpoint_styles
+
+    out = tmp_path_factory.mktemp("tiny_styled") / "model"
+    folder, _ = fit_checkpoint_styles(tiny_checkpoint, out, config=tiny_checkpoint.parent.parent / "config.yaml",
+                                      device="cpu", progress=False)
+    return folder

@@ -1,5 +1,6 @@
 """The editor page in a real headless Chromium (Debian's chromium + chromedriver, driven by
-selenium): build a graph, generate, see the image change when the graph changes, drag a box.
+selenium): build a graph, generate, see the image change when the graph changes, drag a box;
+edit a region with text (progress, cancel, result, undo).
 
 Skipped, with the reason, when selenium or the browser binaries are absent; CI installs them
 (`apt-get install -y chromium chromium-driver`). A screenshot is saved to the test's temp
@@ -7,13 +8,17 @@ folder and, when $LAYOUT2IMG_ARTIFACTS is set, there too.
 """
 import io
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import TINY_CLIP
 
 from layout2img.generate import load_model
+from layout2img.models.text import TextEncoder
 from layout2img.web.server import make_server
 
 CHROMIUM = os.environ.get("LAYOUT2IMG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -24,7 +29,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
     pytest.skip(f"no browser: {CHROMIUM} and {CHROMEDRIVER} are needed "
                 "(apt-get install -y chromium chromium-driver)", allow_module_level=True)
 
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -33,16 +38,37 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_checkpoint):
-    model = load_model(tiny_checkpoint, "cpu")
-    srv = make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO())
+def _serving(srv):
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
     srv.server_close()
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint):
+    model = load_model(tiny_checkpoint, "cpu")
+    yield from _serving(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
+
+
+@pytest.fixture(scope="module")
+def edit_server(tiny_checkpoint):
+    """A text-free model with a tiny CLIP for edits; fast edits that change its image (see test_web)."""
+    torch.manual_seed(0)
+    clip = TextEncoder.from_config(TINY_CLIP).freeze()
+    model = load_model(tiny_checkpoint, "cpu")
+    options = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserve_weight": 0.0}
+    yield from _serving(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), clip=clip,
+                                    clip_spec="tiny-clip", edit_options=options))
+
+
+@pytest.fixture(scope="module")
+def styled_server(tiny_styled_checkpoint):
+    """The tiny model with fitted style clusters."""
+    model = load_model(tiny_styled_checkpoint, "cpu")
+    yield from _serving(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
 
 
 @pytest.fixture
@@ -110,7 +136,7 @@ def test_build_a_graph_generate_and_edit_it_in_the_page(server, browser, tmp_pat
     caption = d.find_element(By.ID, "caption")
     assert not caption.is_enabled() and "no text encoder" in caption.get_attribute("title")
     edit = d.find_element(By.ID, "edit-region")
-    assert not edit.is_enabled() and "not available" in edit.get_attribute("title")
+    assert not edit.is_enabled() and "--clip" in edit.get_attribute("title")
 
     d.find_element(By.ID, "auto-update").click()  # off: the Generate button decides when
     for name in ("sky", "grass", "circle"):
@@ -179,3 +205,139 @@ def test_a_bad_graph_shows_the_servers_reason(server, browser, tmp_path):
     assert ["invalid" in r.get_attribute("class") for r in rows] == [True, False]  # the culprit is marked
     assert _image_src(d) is None
     _screenshot(d, tmp_path, "web_editor_error.png")
+
+
+def _status(driver):
+    return driver.find_element(By.ID, "status").text
+
+
+def _wait_for_status(driver, words, timeout=60):
+    try:
+        WebDriverWait(driver, timeout).until(lambda d: words in _status(d))
+    except TimeoutException:
+        raise AssertionError(f"the page never said {words!r} within {timeout}s; it says: {_status(driver)!r}") from None
+
+
+def test_edit_a_region_with_text_cancel_and_undo(edit_server, browser, tmp_path):
+    d = browser
+    d.set_window_size(1400, 1100)  # the whole editing form in the screenshots
+    d.get(edit_server.url)
+    WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#object-name option"))
+    toggle = d.find_element(By.ID, "edit-region")
+    assert toggle.is_enabled() and not d.find_element(By.ID, "edit-form").is_displayed()
+    d.find_element(By.ID, "auto-update").click()  # off: the Generate button decides when
+    for name in ("sky", "grass", "circle"):
+        _add_object(d, name)
+    _add_relation(d, "2: circle", "above", "1: grass")
+    d.find_element(By.ID, "generate").click()
+    first = _wait_for_new_image(d, None)
+
+    # open the editor, pick the circle, describe it, and run the edit
+    toggle.click()
+    assert d.find_element(By.ID, "edit-form").is_displayed() and toggle.get_attribute("aria-expanded") == "true"
+    run = d.find_element(By.ID, "edit-run")
+    assert not run.is_enabled()  # no text yet
+    Select(d.find_element(By.ID, "edit-target")).select_by_visible_text("2: circle")
+    d.find_element(By.ID, "edit-text").send_keys("a green circle")
+    d.find_element(By.ID, "edit-negatives").send_keys("a red circle, a blue circle")
+    assert run.is_enabled() and not d.find_element(By.ID, "edit-undo").is_enabled()
+    run.click()
+    _wait_for_status(d, "Edited 2: circle to \u201ca green circle\u201d")
+    edited = _image_src(d)
+    assert edited not in (None, first) and "CLIP" in _status(d)
+    codes = d.execute_script("return state.objects.map((o) => o.code)")
+    assert [len(c) for c in codes] == [8, 8, 8]  # the edit's codes: later images keep its look
+    assert not d.find_element(By.ID, "edit-progress").is_displayed()
+
+    # draw a box on the image: it becomes the region, and a second edit changes the image again
+    overlay = d.find_element(By.ID, "edit-overlay")
+    side = overlay.size["width"]
+    (ActionChains(d).move_to_element_with_offset(overlay, -side // 4, -side // 4).click_and_hold()
+     .move_by_offset(side // 8, side // 8).move_by_offset(side // 8, side // 8).release().perform())
+    assert Select(d.find_element(By.ID, "edit-target")).first_selected_option.text == "the box drawn on the image"
+    box = d.execute_script("return editing.box")
+    assert box == pytest.approx([0.25, 0.25, 0.5, 0.5], abs=0.02)
+    run.click()
+    _wait_for_status(d, "Edited the drawn box")
+    boxed = _image_src(d)
+    assert boxed not in (None, first, edited)
+    _screenshot(d, tmp_path, "web_editor_edit.png")
+
+    # a click on the image picks the object under it (the smallest box there: the one drawn on top)
+    boxes = d.execute_script("return state.objects.map((o) => o.shown)")
+    x, y = (boxes[2][0] + boxes[2][2]) / 2, (boxes[2][1] + boxes[2][3]) / 2
+    under = [i for i, b in enumerate(boxes) if b[0] <= x <= b[2] and b[1] <= y <= b[3]]
+    top = min(under, key=lambda i: (boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]))
+    ActionChains(d).move_to_element_with_offset(overlay, int((x - 0.5) * side), int((y - 0.5) * side)).click().perform()
+    picked = Select(d.find_element(By.ID, "edit-target")).first_selected_option.text
+    assert picked == f"{top}: {['sky', 'grass', 'circle'][top]}"
+    Select(d.find_element(By.ID, "edit-target")).select_by_visible_text("2: circle")
+
+    # a long edit shows its progress and stops on Cancel, the image untouched
+    edit_server.jobs.defaults = {**edit_server.jobs.defaults, "steps": 200, "restarts": 2}
+    try:
+        run.click()
+        progress = d.find_element(By.ID, "edit-progress-text")
+        WebDriverWait(d, 60).until(lambda d: re.search(r"restart 1/2 \u00b7 step \d+/200 \u00b7 CLIP -?\d\.\d{3}",
+                                                       progress.text))
+        assert d.find_element(By.ID, "edit-progress").is_displayed() and not run.is_enabled()
+        _screenshot(d, tmp_path, "web_editor_edit_progress.png")
+        d.find_element(By.ID, "edit-cancel").click()
+        _wait_for_status(d, "Edit cancelled")
+    finally:
+        edit_server.jobs.defaults = {**edit_server.jobs.defaults, "steps": 2, "restarts": 1}
+    assert _image_src(d) == boxed and not d.find_element(By.ID, "edit-cancel").is_displayed()
+
+    # Undo twice: the image before each edit, exactly, and the styles before them
+    undo = d.find_element(By.ID, "edit-undo")
+    undo.click()
+    assert _image_src(d) == edited
+    undo.click()
+    assert _image_src(d) == first and not undo.is_enabled()
+    assert d.execute_script("return state.objects.map((o) => o.code)") == [None, None, None]
+    severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    assert severe == [], severe
+
+
+def test_restyle_steps_through_the_class_clusters_shown_as_swatches(styled_server, browser, tmp_path):
+    d = browser
+    d.get(styled_server.url)
+    WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#object-name option"))
+    _add_object(d, "circle")
+    _wait_for_new_image(d, None)
+    answer = styled_server.service.swatches.for_class("circle")
+    k = len(answer["clusters"])
+    assert k >= 2 and d.execute_script("return state.info.style_clusters.circle") == k
+
+    def chips():  # each swatch of the circle's row: [background colour, whether it is the current style]
+        return d.execute_script("return [...document.querySelectorAll('#object-list li button.style-chip')]"
+                                ".map((c) => [getComputedStyle(c).backgroundColor, c.classList.contains('current')])")
+
+    def shown():  # the cluster the circle is drawn with (null: random) and its code
+        return d.execute_script("const o = state.objects[0]; return [currentCluster(o), o.code];")
+
+    def click(selector, index=0):  # the list is redrawn when an image arrives: find the button again then
+        for _ in range(20):
+            try:
+                return d.find_elements(By.CSS_SELECTOR, selector)[index].click()
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError(f"{selector} kept being redrawn")
+
+    # the swatches: one per cluster in its colour, then "random" (the current one: a new object's draw)
+    colours = ["rgb(%d, %d, %d)" % tuple(int(c["color"][i:i + 2], 16) for i in (1, 3, 5)) for c in answer["clusters"]]
+    WebDriverWait(d, 30).until(lambda d: [c for c, _ in chips()[:k]] == colours)
+    assert [on for _, on in chips()] == [False] * k + [True]
+    # restyle steps through the clusters, drawing each with its centre, then back to a random draw
+    for j in [*range(k), None]:
+        click("#object-list li button.restyle")
+        WebDriverWait(d, 30).until(lambda d: shown()[0] == j)
+        assert shown()[1] == (answer["clusters"][j]["code"] if j is not None else None)
+        assert [on for _, on in chips()] == [i == (k if j is None else j) for i in range(k + 1)]
+    click("#object-list li button.style-chip", 1)  # a swatch picks its cluster directly
+    WebDriverWait(d, 30).until(lambda d: shown()[0] == 1)
+    assert [on for _, on in chips()] == [i == 1 for i in range(k + 1)]
+    _wait_for_new_image(d, None)
+    _screenshot(d, tmp_path, "web_editor_styles.png")
+    severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    assert severe == [], severe

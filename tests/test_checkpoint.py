@@ -3,7 +3,9 @@ import os
 import pytest
 import torch
 
-from layout2img.errors import CheckpointError
+from layout2img.devices import resolve_device
+from layout2img.errors import CheckpointError, ConfigError
+from layout2img.io import PretrainedMixin, read_json
 from layout2img.training import checkpoint as ckpt
 from layout2img.training.distributed import ResumableSampler
 
@@ -101,3 +103,85 @@ def test_resumable_sampler_resumes_mid_epoch_and_shards():
         shards.append(list(r))
     assert all(len(x) == 4 for x in shards)
     assert set(sum(shards, [])) == set(range(10))  # every sample seen, 2 padded repeats
+
+
+# -- the one checkpoint-folder format and the one device resolver ------------------------------------
+class _Toy(PretrainedMixin, torch.nn.Module):
+    """The smallest adopter of PretrainedMixin: a linear layer and a word list in an extra file."""
+
+    MODEL_CLASS = "Toy"
+    FORMAT_VERSION = 2
+    FOLDER_KIND = "toy folder"
+    EXTRA_FILES = ("words.json",)
+
+    def __init__(self, width: int, words=("a",)):
+        super().__init__()
+        self.width, self.words, self.metadata = width, list(words), {}
+        self.lin = torch.nn.Linear(width, 2)
+
+    def pretrained_config(self):
+        return {"width": self.width}
+
+    def save_extra_files(self, folder):
+        import json
+
+        (folder / "words.json").write_text(json.dumps(self.words))
+
+    @classmethod
+    def from_pretrained_config(cls, config, folder):
+        return cls(config["width"], read_json(folder / "words.json", "word list", CheckpointError))
+
+
+def test_pretrained_mixin_round_trip_and_errors(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    toy = _Toy(3, ["x", "y"])
+    folder = toy.save_pretrained(tmp_path / "toy", metadata={"step": 4})
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "words.json"]
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["model_class"] == "Toy" and cfg["format_version"] == 2 and cfg["width"] == 3
+    loaded = _Toy.from_pretrained(folder)
+    assert not loaded.training and loaded.words == ["x", "y"] and loaded.metadata == {"step": 4}
+    assert torch.equal(loaded.lin.weight, toy.lin.weight)
+    # saving over a folder replaces it whole: no stale file survives
+    (folder / "stale.txt").write_text("old")
+    _Toy(3).save_pretrained(folder)
+    assert not (folder / "stale.txt").exists()
+    # a folder without format_version is version 1, which this class still reads
+    del cfg["format_version"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert _Toy.from_pretrained(folder).width == 3
+    for change, message in (({"format_version": 7}, r"config.json: format_version 7 is newer .*Toy folders up to "
+                                                      r"version 2"),
+                            ({"model_class": "Other"}, r"not a toy folder: config.json's model_class is 'Other', "
+                                                       r"expected 'Toy'"),
+                            ({"width": 5}, r"model.safetensors: weights do not match config.json: shape mismatch")):
+        (folder / "config.json").write_text(json.dumps({**cfg, **change}))
+        with pytest.raises(CheckpointError, match=message):
+            _Toy.from_pretrained(folder)
+    (folder / "words.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete toy folder: missing words.json"):
+        _Toy.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="toy folder not found"):
+        _Toy.from_pretrained(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="metadata is not JSON-serialisable"):
+        _Toy(3).save_pretrained(tmp_path / "bad", metadata={"x": object()})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(" CPU ") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device() == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"device 'cuda:1': no CUDA GPU is available \(use cpu or auto\)"):
+        resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match=r"device 'gpu': not a device; expected auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("gpu")
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("meta")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match=r"this machine has 1 CUDA GPU\(s\) \(cuda:0 to cuda:0\)"):
+        resolve_device("cuda:3")

@@ -8,8 +8,10 @@ import torch
 
 from layout2img.errors import ConfigError
 from layout2img.models.text import TextEncoder
-from layout2img.training.clip import (caption_retrieval_accuracy, load_clip_config, load_clip_pairs,
-                                      retrieval_accuracy, train_clip)
+from layout2img.metrics.retrieval import (RetrievalAccuracy, caption_retrieval_accuracy, object_description_accuracy,
+                                          retrieval_accuracy)
+from layout2img.training.clip import ClipBatchSampler, load_clip_config, train_clip
+from layout2img.training.clip_data import load_clip_pairs
 
 
 def tiny_clip_overrides(shapes_root, out_dir, **extra) -> list[str]:
@@ -55,6 +57,23 @@ def test_retrieval_candidates_are_a_fixed_random_subset():
     assert a == b
     assert 0 < a["top1"] < c["top1"] <= 1  # fewer candidates: easier
     assert a["top1"] <= a["top5"]
+
+
+def test_retrieval_metric_over_updates_equals_the_function_of_all_rows():
+    torch.manual_seed(1)
+    image = torch.nn.functional.normalize(torch.randn(30, 8), dim=1)
+    text = torch.nn.functional.normalize(image + 0.5 * torch.randn(30, 8), dim=1)
+    keys = [f"caption {i % 25}" for i in range(30)]  # five captions occur twice
+    metric = RetrievalAccuracy(num_candidates=10, seed=4)
+    metric.update(image[:12], text[:12], keys[:12])
+    metric.update(image[12:], text[12:], keys[12:])
+    assert metric.compute() == retrieval_accuracy(image, text, 10, 4, keys)
+    unkeyed = RetrievalAccuracy(num_candidates=10, seed=4)
+    unkeyed.update(image[:12], text[:12])
+    unkeyed.update(image[12:], text[12:])
+    assert unkeyed.compute() == retrieval_accuracy(image, text, 10, 4)
+    with pytest.raises(ConfigError, match="3 images, 2 texts and 3 keys"):
+        metric.update(image[:3], text[:2])
 
 
 def test_clip_pairs_from_shapes(tiny_shapes):
@@ -149,8 +168,6 @@ def test_train_clip_config_errors(tiny_shapes, tmp_path, capsys):
 
 
 def test_object_description_accuracy_names_crops(tiny_shapes):
-    from layout2img.training.clip import object_description_accuracy
-
     pairs = load_clip_pairs({"dataset": "shapes", "root": str(tiny_shapes)}, "val", 32, progress=False)
     torch.manual_seed(0)
     enc = TextEncoder.from_config({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1],
@@ -190,10 +207,8 @@ def test_clip_loss_with_negatives_extends_open_clips_loss():
 
 
 def test_sampler_gives_each_image_distinct_captions(tiny_shapes):
-    from layout2img.training.clip import _Sampler
-
     pairs = load_clip_pairs({"dataset": "shapes", "root": str(tiny_shapes)}, "train", 32, progress=False)
-    sampler = _Sampler(pairs, seed=0)
+    sampler = ClipBatchSampler(pairs, seed=0)
     idx, sets = sampler.images(10, captions_per_image=3)
     assert len(set(idx)) == 10 and len(sets) == 3 and all(len(s) == 10 for s in sets)
     for j, i in enumerate(idx):
@@ -201,3 +216,83 @@ def test_sampler_gives_each_image_distinct_captions(tiny_shapes):
     objs, texts = sampler.crops(12)
     assert len(set(texts)) == len(texts) == 12
     assert [pairs.obj_texts[m] for m in objs] == texts
+
+
+# -- token ids: cached, and hard negatives spliced (issue 13) ----------------------------------------
+SWAP_GROUPS = [["red", "green", "blue", "yellow", "purple", "orange", "white", "black"],
+               ["circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart"]]
+
+
+def test_token_cache_gives_the_tokenizers_ids():
+    from conftest import TINY_CLIP
+
+    enc = TextEncoder.from_config(TINY_CLIP, frozen=False)
+    long = "eight shapes, a black star, a black circle, a purple star, a white triangle and a white square"
+    texts = ["a red circle", long, "a red circle", "the sky"]
+    seen = []
+    tokenizer = enc.tokenizer
+
+    def counting(batch):
+        seen.append(list(batch))
+        return tokenizer(batch)
+
+    enc.tokenizer = counting
+    first = enc.tokenize(texts)
+    assert torch.equal(first, tokenizer(texts)) and first.dtype == torch.long
+    assert first[1, -1] == tokenizer.eot_token_id  # cut to the context, the end token kept
+    again = enc.tokenize(["the sky", "a blue star", long])
+    assert torch.equal(again, tokenizer(["the sky", "a blue star", long]))
+    assert seen == [["a red circle", long, "the sky"], ["a blue star"]]  # each text tokenised once
+    enc.token_cache_size = 2
+    enc.tokenize(["a red circle"])
+    assert list(enc._token_cache) == [long, "a red circle"]  # the least recently used evicted
+    assert enc.tokenize([]).shape == (0, enc.context_length)
+
+
+def test_swapped_tokens_equal_tokenising_swap_word(tiny_shapes):
+    import random
+
+    from conftest import TINY_CLIP
+
+    from layout2img.training.clip_data import SwappedTokens, swap_word
+
+    enc = TextEncoder.from_config(TINY_CLIP)  # context 16: long captions are cut
+    captions = [c for split in ("train", "val") for caps in load_clip_pairs(
+        {"dataset": "shapes", "root": str(tiny_shapes)}, split, 32, progress=False).captions for c in caps]
+    odd = ["A red circle", "an orange star (red), a blue-square", "the redé circle", "superstar red", "the sky"]
+    swapped = SwappedTokens(enc.tokenizer, SWAP_GROUPS, enc.context_length)
+    assert swapped.by_ids
+    by_ids, by_text = random.Random(3), random.Random(3)
+    for text in captions + odd:
+        for _ in range(4):
+            want = swap_word(text, SWAP_GROUPS, by_text)
+            got = swapped.swap(text, by_ids)
+            assert got == (None if want is None else enc.tokenizer([want])[0].tolist()), (text, want)
+    assert by_ids.getstate() == by_text.getstate()  # the same draws: training picks the same negatives
+    assert swapped._plans["the redé circle"] is None  # the tokenizer joins across the cut: the text path
+    assert swapped.swap("the sky", by_ids) is None
+
+    def plain(texts):  # a tokenizer without open_clip's encode(): always the text path
+        return enc.tokenizer(texts)
+
+    fallback = SwappedTokens(plain, SWAP_GROUPS, enc.context_length)
+    assert not fallback.by_ids
+    assert fallback.swap(captions[0], random.Random(5)) == enc.tokenizer(
+        [swap_word(captions[0], SWAP_GROUPS, random.Random(5))])[0].tolist()
+
+
+def test_cached_and_uncached_training_give_identical_losses(tiny_shapes, tmp_path, monkeypatch):
+    from conftest import TINY_CLIP
+
+    from layout2img.training.clip_data import SwappedTokens
+
+    model = {"model.embed_dim": TINY_CLIP["embed_dim"], "model.text_cfg.context_length": 16,
+             "model.text_cfg.width": 32, "model.text_cfg.heads": 2, "model.text_cfg.layers": 1}
+    cfg = load_clip_config(None, tiny_clip_overrides(tiny_shapes, tmp_path / "clip", **model, **{
+        "train.steps": 4, "train.hard_negatives": 2, "train.captions_per_image": 2}))
+    cached = train_clip(cfg, progress=False, save=False).losses
+    # as before the caches: every text through the tokenizer, negatives as texts
+    monkeypatch.setattr(TextEncoder, "tokenize", lambda self, texts: self.tokenizer(list(texts)).to(torch.long))
+    monkeypatch.setattr(SwappedTokens, "_plan", lambda self, text: None)
+    uncached = train_clip(cfg, progress=False, save=False).losses
+    assert len(cached) == 4 and cached == uncached  # bit for bit

@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from layout2img.errors import ConfigError
-from layout2img.losses import kl_loss
+from layout2img.models.losses import kl_loss
 from layout2img.models.encoder import AppearanceEncoder, StyleClusters
 
 torch.set_num_threads(1)

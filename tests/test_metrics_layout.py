@@ -85,7 +85,7 @@ def test_layout_metrics_accumulate_over_batches_and_skip_image_object():
     metrics = LayoutMetrics(image_size=16)
     probs = torch.ones(batch.objs.shape[0], 4, 4)
     metrics.update(batch, pred, probs, SHAPES_PREDICATES)
-    r = metrics.result()
+    r = metrics.compute()
     assert r["num_objects"] == 4  # __image__ excluded
     assert r["box_iou"] == pytest.approx(0.75)
     assert r["recall@0.5"] == pytest.approx(0.75) and r["recall@0.3"] == pytest.approx(0.75)
@@ -100,7 +100,7 @@ def test_layout_metrics_without_masks_say_so():
     batch = collate([item])
     metrics = LayoutMetrics(image_size=16)
     metrics.update(batch, batch.boxes, None, SHAPES_PREDICATES)
-    r = metrics.result()
+    r = metrics.compute()
     assert r["box_iou"] == 1.0 and r["relation_centres"] == "box centres"
     assert "no ground-truth masks" in r["mask_iou"]["skipped"]
-    assert math.isnan(LayoutMetrics().result()["box_iou"])
+    assert math.isnan(LayoutMetrics().compute()["box_iou"])

@@ -4,15 +4,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from conftest import TINY_CLIP, TINY_MODEL
 
 from layout2img import SceneGraphToImage
+from layout2img.config import load_model_section
 from layout2img.data.batch import collate
 from layout2img.errors import CheckpointError, ConfigError, DataError, GraphError, Layout2ImgError
 from layout2img.graph import SceneGraph
-from layout2img.models.pipeline import ModelOutput
 from layout2img.models.text import TextEncoder
+from layout2img.pipeline import ModelOutput
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 TINY = TINY_MODEL
@@ -197,11 +197,19 @@ def test_load_errors(model, tmp_path):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="unknown key 'widht'; did you mean 'width'"):
         SceneGraphToImage.from_pretrained(folder)
+    cfg["gcn"].pop("widht")
+    for version, message in ((3, "format_version 3 is newer than this layout2img reads .*up to version 2.*upgrade"),
+                             ("2", "format_version must be a positive integer, got '2'")):
+        (folder / "config.json").write_text(json.dumps({**cfg, "format_version": version}))
+        with pytest.raises(CheckpointError, match=message):
+            SceneGraphToImage.from_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_class": "TextEncoder"}))
+    with pytest.raises(CheckpointError, match="not a checkpoint folder: config.json's model_class is 'TextEncoder'"):
+        SceneGraphToImage.from_pretrained(folder)
     (folder / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="malformed JSON"):
         SceneGraphToImage.from_pretrained(folder)
     (folder / "model.safetensors").write_bytes(b"garbage")
-    del cfg["gcn"]["widht"]
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="model.safetensors: cannot read"):
         SceneGraphToImage.from_pretrained(folder)
@@ -231,9 +239,10 @@ def test_configs_exist():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_builds_and_generates(path, tmp_path):
     text = {}
-    if yaml.safe_load(path.read_text())["model"].get("text_encoder"):
+    section = load_model_section(path)  # the file's model section, its base files merged
+    if section.get("text_encoder"):
         # a config that names a trained CLIP folder gets a tiny stand-in of the same embed_dim
-        text_dim = yaml.safe_load(path.read_text())["model"]["text_dim"]
+        text_dim = section["text_dim"]
         clip = dict(TINY_CLIP, embed_dim=text_dim)
         text = {"text_encoder": str(TextEncoder.from_config(clip).save_pretrained(tmp_path / "clip"))}
     full = SceneGraphToImage.from_config(path, **text)  # the real size: built, not run
@@ -252,6 +261,48 @@ def test_every_config_builds_and_generates(path, tmp_path):
 def test_from_config_accepts_a_model_section():
     m = SceneGraphToImage.from_config({**TINY})
     assert m.config["generator"]["ngf"] == 4 and m.config["vocab"]["name"] == "shapes"
+
+
+# -- the rendering hook ------------------------------------------------------------------------------
+def test_render_is_the_forward_pass_renderer_and_restyles_from_given_codes(model):
+    model.eval()
+    batch = _batch()
+    out = model(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model.render(out.layout), out.images)  # the layout's own style channels
+        assert torch.equal(model.render(out.layout, out.style_codes), out.images)
+        other = out.style_codes.clone()
+        other[0] += 2.0  # object 0 lies in image 0: image 1 must not change
+        restyled = model.render(out.layout, other)
+    assert not torch.allclose(restyled[0], out.images[0]) and torch.equal(restyled[1], out.images[1])
+    codes = out.style_codes.detach().clone().requires_grad_()
+    model.render(out.layout, codes).mean().backward()  # editing optimises the codes through it
+    assert codes.grad is not None and codes.grad[0].abs().sum() > 0
+    with pytest.raises(DataError, match=r"style_codes: expected a tensor of shape \(7, 4\)"):
+        model.render(out.layout, out.style_codes[:3])
+    with pytest.raises(ConfigError, match="unknown modulation point 'middle'"):
+        model.render(out.layout, modulate={"middle": lambda h: h})
+
+
+def test_render_modulates_at_a_named_point_and_follows_channels_last(model):
+    model.eval()
+    out = model(_batch(), layout_source="gt", style_source="sample")
+    assert not model.uses_channels_last
+    seen = []
+    with torch.no_grad():
+        dark = model.render(out.layout, modulate={"rgb": lambda h: seen.append(h.shape) or h - 50.0})
+    assert seen == [(2, 3, 32, 32)] and torch.allclose(dark, -torch.ones_like(dark))
+    model.to(memory_format=torch.channels_last)
+    assert model.uses_channels_last
+    fmt = []
+    hook = model.generator.register_forward_pre_hook(
+        lambda _m, inputs: fmt.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        with torch.no_grad():
+            model.render(out.layout)
+    finally:
+        hook.remove()
+    assert fmt == [True]  # the generator gets its input in its own memory format
 
 
 # -- speed paths -----------------------------------------------------------------------------------
@@ -276,7 +327,7 @@ def test_generator_has_no_graph_breaks_on_the_pipeline_layout(model):
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     # the same in channels_last under bf16 autocast, as the pipeline feeds it there
     model = model.to(memory_format=torch.channels_last)
-    assert model._wants_channels_last()
+    assert model.uses_channels_last
     torch._dynamo.reset()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         explanation = torch._dynamo.explain(model.generator)(layout_in.contiguous(memory_format=torch.channels_last))

@@ -15,6 +15,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from layout2img.data import shapes as S
+from layout2img.data import shapes_render as R
 from layout2img.errors import DataError, Layout2ImgError
 from layout2img.relations import geometric_relation
 from layout2img.vocab import SHAPES_COLORS, SHAPES_SIZES, SHAPES_STUFF, SHAPES_THINGS, Vocab
@@ -40,7 +41,7 @@ def small(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def scenes():
     """300 scenes drawn in memory, for statistics."""
-    return [S.render_scene(np.random.default_rng([11, i]), 64) for i in range(300)]
+    return [R.render_scene(np.random.default_rng([11, i]), 64) for i in range(300)]
 
 
 # -- what a scene holds ------------------------------------------------------------------------------
@@ -53,8 +54,8 @@ def test_scene_counts_and_ranges(scenes):
             assert t.shape in SHAPES_THINGS and t.color in SHAPES_COLORS and t.size in SHAPES_SIZES
             x0, y0, x1, y1 = t.box
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
-            side = np.sqrt((x1 - x0) * (y1 - y0)) / S.BOX_SCALE[t.shape]
-            lo, hi = S.SIZE_RANGES[t.size]
+            side = np.sqrt((x1 - x0) * (y1 - y0)) / R.BOX_SCALE[t.shape]
+            lo, hi = R.SIZE_RANGES[t.size]
             assert lo * 64 - 1e-6 <= side <= hi * 64 + 1e-6
             # most of every thing stays in view, and it is big enough to read at 64 px
             assert t.mask.sum() >= max(0.55 * t.full_mask.sum(), 30) and t.full_mask.sum() >= 40
@@ -89,7 +90,7 @@ def test_occlusion_happens_and_follows_depth(scenes):
 
 def test_pixels_show_the_annotated_colour(scenes):
     """Inside each thing's visible mask the picture is that thing's colour (shaded)."""
-    palette = np.array([S.COLOR_RGB[c] for c in SHAPES_COLORS], np.float32)
+    palette = np.array([R.COLOR_RGB[c] for c in SHAPES_COLORS], np.float32)
     right = total = 0
     for sc in scenes[:100]:
         for t in sc.things:

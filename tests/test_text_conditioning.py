@@ -78,6 +78,21 @@ def test_film_is_the_identity_for_images_without_a_caption(model):
     assert (all_text[1] - plain[1]).abs().max() > 1e-2
 
 
+def test_render_applies_the_caption_only_where_the_mask_says(model):
+    batch = _batch(model, ["a red circle left of a blue square", None])
+    codes = torch.randn(batch.objs.shape[0], 4, generator=torch.Generator().manual_seed(0))
+    texts = model.encode_texts(batch, ground_captions=False)
+    with torch.no_grad():
+        out = model(batch, layout_source="gt", style_codes=codes, **texts.as_kwargs())
+        plain = model(batch, layout_source="gt", style_codes=codes)
+        assert torch.equal(model.render(out.layout, codes, texts.text_emb, texts.text_mask), out.images)
+        assert torch.equal(model.render(out.layout, codes), plain.images)
+        # caption_mask None: every image gets FiLM (editing's caption offset on a caption-free image)
+        film_all = model.render(out.layout, codes, texts.text_emb)
+    assert torch.allclose(film_all[0], out.images[0], atol=1e-6)
+    assert (film_all[1] - plain.images[1]).abs().max() > 1e-2
+
+
 def test_captions_change_the_output_and_override_graph_captions(model):
     red = model.generate(GRAPH, seed=0, text="a red circle left of a blue square")
     blue = model.generate(GRAPH, seed=0, text="a blue circle left of a red square")
@@ -115,7 +130,7 @@ def test_descriptions_steer_their_object_through_the_text_prior(model):
 
 
 def test_captions_are_grounded_on_the_objects_they_name(model):
-    from layout2img.models.pipeline import caption_phrase
+    from layout2img.pipeline import caption_phrase
 
     caption = "a large black star to the left of a white square, on grass in front of a wall"
     assert [caption_phrase(caption, n) for n in ("star", "square", "grass", "wall", "circle", "__image__")] == [
@@ -160,17 +175,70 @@ def test_text_dropout_is_deterministic_per_generator(model):
     assert torch.equal(g.get_state(), ref.get_state())
 
 
-def test_text_encoder_is_frozen_shared_and_not_saved(model, clip_dir, tmp_path, monkeypatch):
+def test_text_encoder_is_frozen_shared_and_outside_the_parameters(model):
     enc_params = {id(p) for p in model.text_encoder.parameters()}
-    assert not enc_params & {id(p) for p in model.parameters()}
+    assert enc_params and not enc_params & {id(p) for p in model.parameters()}  # the optimiser never sees it
     assert not any(k.startswith("text_encoder") for k in model.state_dict())
-    assert copy.deepcopy(model).text_encoder is model.text_encoder  # the EMA copy shares it
-    folder = model.save_pretrained(tmp_path / "run" / "checkpoints" / "step_1")
+    assert all(not p.requires_grad for p in model.text_encoder.parameters())
+    ema = copy.deepcopy(model)
+    assert ema.text_encoder is model.text_encoder  # the EMA copy shares the one encoder
+    assert ema.generator is not model.generator
+    model.train()
+    assert not model.text_encoder.model.training  # not a submodule: .train() leaves it in eval mode
+    model.eval()
+    with pytest.raises(ConfigError, match="embeds in 24 dimensions, the model's text_dim is 16"):
+        SceneGraphToImage(**{**TINY, "text_dim": 16}).set_text_encoder(model.text_encoder)
+    model.set_text_encoder(None)
+    assert model.text_encoder is None and "text_encoder" not in model.config
+
+
+def test_checkpoint_carries_its_text_encoder(model, tmp_path):
+    """A text checkpoint works after the CLIP folder it was trained with is moved or deleted."""
+    import shutil
+
+    clip = TextEncoder.load(model.config["text_encoder"]).save_pretrained(tmp_path / "clip_moving")
+    m = SceneGraphToImage(**TINY, text_encoder=str(clip))
+    m.load_state_dict(model.state_dict())
+    m.eval()
+    text = "a red circle left of a blue square"
+    before = m.generate(GRAPH, seed=2, text=text)
+    folder = m.save_pretrained(tmp_path / "run" / "checkpoints" / "step_1")
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["text_encoder"] == str(clip_dir) and cfg["text_dim"] == 24
+    assert cfg["text_encoder"] == str(clip) and cfg["text_encoder_folder"] == "text_encoder"
+    assert cfg["format_version"] == 2 and cfg["text_encoder_fingerprint"] == m.text_encoder.fingerprint()
+    assert sorted(p.name for p in (folder / "text_encoder").iterdir()) == ["config.json", "model.safetensors"]
     from safetensors.torch import load_file
 
-    assert set(load_file(str(folder / "model.safetensors"))) == set(model.state_dict())
+    assert set(load_file(str(folder / "model.safetensors"))) == set(m.state_dict())  # no CLIP tensors there
+    shutil.rmtree(clip)
+    loaded = SceneGraphToImage.from_pretrained(folder)
+    assert loaded.text_encoder is not None and loaded.config["text_encoder"] == str(clip)
+    assert torch.equal(loaded.generate(GRAPH, seed=2, text=text), before)
+    # saved again (e.g. by a run that started from it): still self-contained
+    again = SceneGraphToImage.from_pretrained(loaded.save_pretrained(tmp_path / "copy"))
+    assert torch.equal(again.generate(GRAPH, seed=2, text=text), before)
+    # the bundled weights are checked against the fingerprint too
+    cfg["text_encoder_fingerprint"] = "sha256:0000000000000000"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"text_encoder: the bundled text encoder's weights .* are not"):
+        SceneGraphToImage.from_pretrained(folder)
+
+
+def _as_spec_checkpoint(folder):
+    """A checkpoint as layout2img 0.1 wrote it: the text encoder named by its spec, not bundled."""
+    import shutil
+
+    shutil.rmtree(folder / "text_encoder")
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["text_encoder_folder"], cfg["format_version"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return cfg
+
+
+def test_spec_path_checkpoints_load_as_before(model, clip_dir, tmp_path, monkeypatch):
+    folder = model.save_pretrained(tmp_path / "run" / "checkpoints" / "step_1")
+    cfg = _as_spec_checkpoint(folder)
+    assert cfg["text_encoder"] == str(clip_dir) and cfg["text_dim"] == 24
     loaded = SceneGraphToImage.from_pretrained(folder)
     assert loaded.text_encoder is not None and loaded.text_encoder.embed_dim == 24
     text = "a red circle left of a blue square"
@@ -194,6 +262,15 @@ def test_text_encoder_is_frozen_shared_and_not_saved(model, clip_dir, tmp_path, 
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"is not the CLIP this model was trained with.*expected sha256:"):
         SceneGraphToImage.from_pretrained(folder)
+
+
+def test_is_path_spec_tells_folders_and_files_from_open_clip_names():
+    from layout2img.pipeline import is_path_spec
+
+    for spec in ("runs/clip_shapes", "clip", "./clip", "~/clip", "ViT-B-32=/models/clip.bin", "C:\\clip"):
+        assert is_path_spec(spec), spec
+    for spec in ("ViT-B-32/openai", "RN50/openai", "hf-hub:org/model", "local-dir:/x"):
+        assert not is_path_spec(spec), spec
 
 
 def test_text_config_errors(clip_dir):

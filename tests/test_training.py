@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_overrides
-from layout2img.config import load_config
-from layout2img.models.pipeline import SceneGraphToImage
+from layout2img.config import load_config, to_container
+from layout2img.errors import ConfigError
+from layout2img.pipeline import SceneGraphToImage
 from layout2img.training import checkpoint as ckpt
 from layout2img.training.trainer import Trainer, TrainingDiverged
 
@@ -46,7 +47,8 @@ def test_2n_steps_equal_n_steps_plus_resume(tiny_shapes, tmp_path):
 
 def test_run_leaves_loadable_checkpoint_samples_and_logs(tiny_shapes, tmp_path):
     out = tmp_path / "run"
-    _, last = _train(tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=1, sample_every=2, keep_last=1))
+    trainer, last = _train(tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=1, sample_every=2,
+                                          keep_last=1))
     assert [p.name for p in ckpt.list_checkpoints(out / "checkpoints")] == ["step_000002"]
     model = SceneGraphToImage.from_pretrained(out / "checkpoints" / "latest")
     assert model.metadata["training_step"] == 2
@@ -55,6 +57,29 @@ def test_run_leaves_loadable_checkpoint_samples_and_logs(tiny_shapes, tmp_path):
     assert (out / "samples.png").stat().st_size > 0 and (out / "samples" / "step_000002.png").exists()
     assert any((out / "tensorboard").iterdir())
     assert (out / "config.yaml").read_text().count("max_steps: 2") == 1
+    # the saved config is the resolved run config and loads back as it
+    saved = load_config(out / "config.yaml")
+    assert {**to_container(saved), "config_path": None} == {**to_container(trainer.cfg), "config_path": None}
+
+
+def test_trainer_reads_the_schema_values(tiny_shapes, tmp_path):
+    """What the config leaves out comes from the schema (Adam's betas were (0, 0.99) in the trainer)."""
+    trainer = Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "t", **{"train.lr_d": 1e-4})))
+    try:
+        assert trainer.opt_g.param_groups[0]["betas"] == (0.5, 0.999) == trainer.opt_d.param_groups[0]["betas"]
+        assert (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]) == (2e-4, 1e-4)
+        assert trainer.d_object is None and trainer.perceptual is None and trainer.loss_weights.lambda_l1 == 10.0
+    finally:
+        trainer.close()
+    with pytest.raises(ConfigError, match=r"train.amp: expected auto, bf16, fp32, got 'bf61'"):
+        Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "t", **{"train.amp": "bf61"})))
+    with pytest.raises(ConfigError, match=r"device 'gpu': not a device; expected auto, cpu, cuda"):
+        Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "t", device="gpu")))
+    # a plain mapping is checked against the schema too
+    raw = to_container(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "t")))
+    raw["train"]["lr_gg"] = 1.0
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lr_gg'; did you mean 'train.lr_g'"):
+        Trainer(raw)
 
 
 def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_shapes, tmp_path, monkeypatch):

@@ -158,7 +158,7 @@ def test_unknown_key_is_a_warning_with_a_suggestion(tmp_path, capsys):
 def test_missing_file_and_unknown_vocab(tmp_path, capsys):
     missing = tmp_path / "nope.json"
     assert main(["validate", str(missing)]) == 2
-    assert capsys.readouterr().err.strip() == f"{missing}: file not found"
+    assert capsys.readouterr().err.strip() == f"{missing}: scene-graph file not found"
     good = _write(tmp_path, GOOD)
     assert main(["validate", str(good), "--vocab", "nonsense"]) == 2
     assert "unknown vocabulary 'nonsense'" in capsys.readouterr().err

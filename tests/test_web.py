@@ -1,5 +1,6 @@
 """The editor's HTTP API (`layout2img serve`), in-process on 127.0.0.1 and a free port: answers,
-error statuses and words, pinned boxes, per-object styles, and a bounded burst of requests."""
+error statuses and words, pinned boxes, per-object styles, a bounded burst of requests, and
+text-guided edit jobs (lifecycle, progress, cancel, 429 when full, expiry, `serve --clip`)."""
 import base64
 import http.client
 import io
@@ -9,17 +10,36 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
+import torch
+from conftest import TINY_CLIP
 from PIL import Image
 
 from layout2img.cli import main
 from layout2img.errors import ConfigError
-from layout2img.generate import load_model
+from layout2img.generate import load_model, object_style_codes
+from layout2img.models.text import TextEncoder
 from layout2img.web.server import MAX_BODY, make_server
 
 GRAPH = {"objects": ["sky", "grass", "circle"], "relationships": [[0, "above", 1], [2, "above", 1]]}
+SCENE = {"graph": GRAPH, "style_seeds": [1, 2, 3]}
+# Fast edits that change a tiny model's image: the random tiny CLIP barely responds to pixels, so
+# a strong CLIP term and no L1 veto (an untrained generator moves every pixel with any code).
+EDIT_OPTIONS = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserve_weight": 0.0}
+FINISHED = ("done", "failed", "cancelled")
+
+
+def _serving(srv):
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +47,25 @@ def server(tiny_checkpoint):
     model = load_model(tiny_checkpoint, "cpu")
     log = io.StringIO()
     srv = make_server(model, "127.0.0.1", 0, quiet=True, log=log, max_waiting=64)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
     srv.log = log
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    yield from _serving(srv)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    torch.manual_seed(0)
+    return TextEncoder.from_config(TINY_CLIP).freeze()
+
+
+@pytest.fixture(scope="module")
+def edit_server(tiny_checkpoint, tiny_clip):
+    """A text-free model with a CLIP for edits: one edit runs, one more may wait."""
+    model = load_model(tiny_checkpoint, "cpu")
+    log = io.StringIO()
+    srv = make_server(model, "127.0.0.1", 0, quiet=True, log=log, clip=tiny_clip, clip_spec="tiny-clip",
+                      max_edits=1, edit_queue=1, edit_options=EDIT_OPTIONS)
+    srv.log = log
+    yield from _serving(srv)
 
 
 def call(server, method, path, body=None, headers=None, raw=None):
@@ -75,6 +107,8 @@ def test_page_and_assets_are_served_locally(server):
     assert status == 200 and res.getheader("Content-Type").startswith("text/javascript")
     assert b"/api/generate" in script
     assert call(server, "GET", "/style.css")[0] == 200
+    status, script, _ = call(server, "GET", "/edit.js")
+    assert status == 200 and b"/api/edit" in script and b'<script src="/edit.js"' in page
 
 
 def test_generate_returns_image_layout_and_boxes(server):
@@ -153,9 +187,9 @@ def test_every_validation_line_comes_back(server):
 
 def test_protocol_errors(server):
     status, out, _ = call(server, "POST", "/api/generate", raw=b'{"graph": {"objects": ["sky"]')
-    assert status == 400 and "malformed JSON at line 1" in out["error"]
+    assert status == 400 and out["error"].startswith("request body:1:30: malformed JSON in the request: ")
     status, out, _ = call(server, "POST", "/api/generate", raw=b'{"graph": "\xff"}')
-    assert status == 400 and "not UTF-8" in out["error"]
+    assert status == 400 and out["error"] == "request body:1:12: not UTF-8 text in the request (byte 0xff)"
     status, out, _ = call(server, "POST", "/api/generate", raw=b"[" * 100000)
     assert status == 413 and f"limit of {MAX_BODY}" in out["error"]
     status, out, _ = call(server, "POST", "/api/generate", raw=b"[" * 50000)  # deep but small: no crash
@@ -258,3 +292,230 @@ def test_serve_user_errors_exit_2_in_one_line(args, words, capsys):
     assert main(["serve", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
+
+
+# -- per-object style codes --------------------------------------------------------------------
+def test_explicit_style_codes_override_the_seeds_object_by_object(server):
+    codes = object_style_codes(server.service.model, GRAPH["objects"], [1, 2, 3]).tolist()
+    _, by_seed, _ = call(server, "POST", "/api/generate", SCENE)
+    status, by_code, _ = call(server, "POST", "/api/generate", {**SCENE, "style_codes": [None, codes[1], None]})
+    assert status == 200 and by_code["image"] == by_seed["image"]  # the seed's own code: the same pixels
+    _, all_codes, _ = call(server, "POST", "/api/generate", {"graph": GRAPH, "style_codes": codes})
+    assert all_codes["image"] == by_seed["image"]
+    other = [v + 1.5 for v in codes[2]]
+    _, changed, _ = call(server, "POST", "/api/generate", {**SCENE, "style_codes": [None, None, other]})
+    assert changed["image"] != by_seed["image"]
+
+
+@pytest.mark.parametrize("codes, words", [
+    ([None, None], "one code (or null) per object (3)"),
+    ([None, None, [0.0] * 3], "style_codes[2] must be a list of 8 finite numbers"),
+    ([None, None, [1e9] * 8], "style_codes[2]"),
+    ([None, None, [True] * 8], "style_codes[2]"),
+])
+def test_bad_style_codes_are_refused(server, codes, words):
+    status, out, _ = call(server, "POST", "/api/generate", {**SCENE, "style_codes": codes})
+    assert status == 400 and words in out["error"], out
+    status, out, _ = call(server, "POST", "/api/generate", {"graph": GRAPH, "style_codes": [None, None, [0.0] * 8]})
+    assert status == 400 and "style_codes[0] is null: give 'style_seeds'" in out["error"]
+    status, out, _ = call(server, "POST", "/api/generate", raw=b'{"graph": {"objects": ["sky"]}, "style_seeds": [1], '
+                                                              b'"style_codes": [[NaN, 0, 0, 0, 0, 0, 0, 0]]}')
+    assert status == 400 and "style_codes[0]" in out["error"]
+
+
+# -- text-guided edit jobs ---------------------------------------------------------------------
+def edit(server, **fields):
+    return call(server, "POST", "/api/edit", {**SCENE, "text": "a green circle", "target": 2, **fields})
+
+
+def wait_job(server, job, until=FINISHED, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        status, out, _ = call(server, "GET", f"/api/edit/{job}")
+        assert status == 200, out
+        if out["state"] in until if isinstance(until, tuple) else until(out):
+            return out
+        assert time.monotonic() < deadline, f"edit job still {out['state']} after {timeout}s: {out}"
+        time.sleep(0.02)
+
+
+def pixels(data_url):
+    return np.asarray(png(data_url).convert("RGB"), dtype=np.int16)
+
+
+def test_info_says_whether_region_editing_works(server, edit_server):
+    _, info, _ = call(server, "GET", "/api/info")
+    assert info["region_edit"] is False and "--clip" in info["region_edit_reason"]
+    status, out, _ = edit(server)
+    assert status == 409 and "no text encoder" in out["error"] and "--clip" in out["error"]
+    _, info, _ = call(edit_server, "GET", "/api/info")
+    assert info["region_edit"] is True and info["region_edit_reason"] is None
+    assert info["edit_clip"] == "tiny-clip" and info["text"] is False  # edits, yet no captions
+
+
+def test_an_edit_job_runs_off_the_request_and_changes_only_its_region(edit_server):
+    _, shown, _ = call(edit_server, "POST", "/api/generate", SCENE)  # the image the page shows
+    status, job, _ = edit(edit_server, negatives=["a red circle"])
+    assert status == 202 and job["state"] in ("queued", "running") and len(job["job"]) == 16
+    done = wait_job(edit_server, job["job"])
+    assert done["state"] == "done" and done["error"] is None, done
+    assert (done["restart"], done["restarts"], done["step"], done["steps"]) == (0, 1, 2, 2)
+    assert done["improved"] is True and done["clip_after"] > done["clip_before"]
+    assert isinstance(done["clip"], float) and isinstance(done["best_clip"], float)
+    before, after = pixels(shown["image"]), pixels(done["image"])
+    assert after.shape == (32, 32, 3)
+    # the edit starts from the shown image (its seeds' codes) and keeps every pixel away from the circle
+    x0, y0, x1, y1 = (round(v * 32) for v in shown["boxes"][2])
+    near = np.zeros((32, 32), bool)
+    near[max(0, y0 - 3):y1 + 3, max(0, x0 - 3):x1 + 3] = True  # the mask grows and feathers by 2 px
+    assert np.array_equal(after[~near], before[~near])
+    assert np.abs(after[near] - before[near]).max() > 0
+    # the codes: only the circle's moved; the page sends them back to keep the edit's look
+    seeds = object_style_codes(edit_server.service.model, GRAPH["objects"], [1, 2, 3])
+    codes = torch.tensor(done["style_codes"])
+    assert codes.shape == (3, 8) and torch.equal(codes[:2], seeds[:2]) and not torch.equal(codes[2], seeds[2])
+    _, kept, _ = call(edit_server, "POST", "/api/generate", {**SCENE, "style_codes": done["style_codes"]})
+    assert kept["image"] != shown["image"]
+
+
+def test_a_box_or_the_whole_image_can_be_edited(edit_server):
+    for target in ([0.0, 0.5, 0.5, 1.0], None):
+        _, job, _ = edit(edit_server, target=target, modulation=True, text="a blue square")
+        done = wait_job(edit_server, job["job"])
+        assert done["state"] == "done" and done["improved"] is True, done
+
+
+def test_generate_is_not_held_by_a_running_edit_which_can_be_cancelled(edit_server):
+    _, before, _ = call(edit_server, "POST", "/api/generate", SCENE)
+    _, job, _ = edit(edit_server, steps=200, restarts=12, modulation=True)  # minutes, unless cancelled
+    running = wait_job(edit_server, job["job"], until=lambda j: j["state"] == "running" and j["step"] is not None)
+    assert running["restarts"] == 12 and running["steps"] == 200
+    status, during, _ = call(edit_server, "POST", "/api/generate", SCENE)
+    assert status == 200 and during["image"] == before["image"]  # served between two steps, untouched by them
+    assert call(edit_server, "GET", f"/api/edit/{job['job']}")[1]["state"] == "running"
+    status, out, _ = call(edit_server, "POST", f"/api/edit/{job['job']}/cancel", {})
+    assert status == 200 and out["cancel_requested"] is True
+    stopped = wait_job(edit_server, job["job"])
+    assert stopped["state"] == "cancelled" and "image" not in stopped
+    assert (stopped["restart"], stopped["step"]) < (11, 200)
+
+
+def test_edits_beyond_the_limit_get_429_and_a_waiting_one_cancels_at_once(edit_server):
+    with edit_server.service.turns.request():  # the model is busy: no edit can start meanwhile
+        first = edit(edit_server)
+        second = edit(edit_server)
+        assert first[0] == 202 and second[0] == 202  # one running (waiting for the model) + one queued
+        status, out, res = edit(edit_server)
+        assert status == 429 and "too many edits" in out["error"] and res.getheader("Retry-After") == "2"
+        _, out, _ = call(edit_server, "POST", f"/api/edit/{second[1]['job']}/cancel", {})
+        assert out["state"] == "cancelled"  # it never ran
+        call(edit_server, "POST", f"/api/edit/{first[1]['job']}/cancel", {})
+    assert wait_job(edit_server, first[1]["job"])["state"] == "cancelled"
+    status, job, _ = edit(edit_server)  # room again
+    assert status == 202 and wait_job(edit_server, job["job"])["state"] == "done"
+
+
+def test_finished_jobs_expire(edit_server):
+    jobs = edit_server.jobs
+    old = jobs.keep_finished, jobs.keep_seconds
+    jobs.keep_finished = 1
+    try:
+        ids = [edit(edit_server, steps=0)[1]["job"] for _ in range(2)]
+        for job in ids:
+            assert wait_job(edit_server, job)["state"] == "done"
+        status, out, _ = call(edit_server, "GET", f"/api/edit/{ids[0]}")
+        assert status == 404 and "not found" in out["error"]
+        jobs.keep_seconds = 0
+        assert call(edit_server, "GET", f"/api/edit/{ids[1]}")[0] == 404
+    finally:
+        jobs.keep_finished, jobs.keep_seconds = old
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"text": None}, "'text' must be a non-empty string"),
+    ({"text": "   "}, "'text' must be a non-empty string"),
+    ({"text": "x" * 201}, "at most 200 characters"),
+    ({"negatives": "a red circle"}, "'negatives' must be a list"),
+    ({"negatives": ["a red circle", ""]}, "'negatives' must be a list"),
+    ({"target": 3}, "'target' 3: the graph has 3 objects (0-2)"),
+    ({"target": [0.5, 0.5, 0.2, 0.9]}, "'target' box [0.5, 0.5, 0.2, 0.9]"),
+    ({"target": [0, 0, 1]}, "'target' box"),
+    ({"target": "circle"}, "'target' must be an object index, a box"),
+    ({"target": True}, "'target' must be an object index, a box"),
+    ({"steps": 1000}, "'steps' must be an integer from 0 to 200"),
+    ({"restarts": 0}, "'restarts' must be an integer from 1 to 12"),
+    ({"modulation": "yes"}, "'modulation' must be true or false"),
+    ({"colour": "red"}, "unknown field 'colour'"),
+    ({"graph": {"objects": ["circel"], "relationships": []}}, "unknown object 'circel'"),
+    ({"style_seeds": [1]}, "'style_seeds' must be a list with one integer per object (3)"),
+])
+def test_bad_edit_requests_get_400_naming_the_field(edit_server, fields, words):
+    body = {**SCENE, "text": "a green circle", "target": 2, **fields}
+    body = {k: v for k, v in body.items() if v is not None}
+    status, out, _ = call(edit_server, "POST", "/api/edit", body)
+    assert status == 400 and words in out["error"], out
+    assert out["errors"][0] == out["error"]
+
+
+def test_edit_protocol_errors(edit_server):
+    status, out, _ = call(edit_server, "POST", "/api/edit", {**SCENE, "text": "a green circle"})
+    assert status == 400 and "missing 'target'" in out["error"]
+    status, out, _ = call(edit_server, "GET", "/api/edit/0123456789abcdef")
+    assert status == 404 and "'0123456789abcdef' not found" in out["error"]
+    status, out, res = call(edit_server, "GET", "/api/edit")
+    assert status == 405 and res.getheader("Allow") == "POST"
+    status, out, res = call(edit_server, "GET", "/api/edit/0123456789abcdef/cancel")
+    assert status == 405 and res.getheader("Allow") == "POST"
+    status, out, _ = call(edit_server, "POST", "/api/edit/0123456789abcdef/cancel", {"now": True})
+    assert status == 400 and "empty JSON object" in out["error"]
+    status, out, _ = call(edit_server, "POST", "/api/edit/0123456789abcdef/cancel", raw=b"{}",
+                          headers={"Content-Type": "text/plain"})
+    assert status == 415  # a cross-site form cannot cancel
+    assert call(edit_server, "GET", "/api/edit/a/b/c")[0] == 404
+
+
+def test_make_server_checks_its_edit_options(server):
+    model = server.service.model
+    with pytest.raises(ConfigError, match="edit option 'stpes'"):
+        make_server(model, "127.0.0.1", 0, edit_options={"stpes": 2})
+    with pytest.raises(ConfigError, match=r"--edit-restarts 0: expected an integer from 1 to 12"):
+        make_server(model, "127.0.0.1", 0, edit_options={"restarts": 0})
+    with pytest.raises(ConfigError, match=r"--max-edits 0"):
+        make_server(model, "127.0.0.1", 0, max_edits=0)
+
+
+def test_serve_clip_adds_editing_to_a_text_free_model(tiny_checkpoint, tiny_clip, tmp_path):
+    clip_dir = tiny_clip.save_pretrained(tmp_path / "clip_tiny")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "layout2img.cli", "serve", "--checkpoint", str(tiny_checkpoint),
+                             "--port", "0", "--device", "cpu", "--clip", str(clip_dir), "--edit-steps", "1",
+                             "--edit-restarts", "1", "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("layout2img editor on http://127.0.0.1:"), line + proc.stderr.read()
+
+        class Remote:  # what call() needs of a server
+            server_address = ("127.0.0.1", int(line.split("http://127.0.0.1:")[1].split("/")[0]))
+
+        _, info, _ = call(Remote, "GET", "/api/info")
+        assert info["region_edit"] is True and info["text"] is False and info["edit_clip"] == str(clip_dir)
+        status, job, _ = edit(Remote)
+        assert status == 202
+        done = wait_job(Remote, job["job"])
+        assert done["state"] == "done" and (done["steps"], done["restarts"]) == (1, 1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--clip", "no/such/clip"], "--clip no/such/clip: no such CLIP folder or file"),
+    (["--max-edits", "0"], "--max-edits 0: expected an integer >= 1"),
+    (["--edit-steps", "1000"], "--edit-steps 1000: expected an integer from 0 to 200"),
+])
+def test_serve_edit_options_errors_exit_2_in_one_line(tiny_checkpoint, args, words, capsys):
+    assert main(["serve", "--checkpoint", str(tiny_checkpoint), "--port", "0", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err

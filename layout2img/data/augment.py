@@ -46,7 +46,7 @@ def hflip_batch(batch: Batch, flip: torch.Tensor, predicate_map: torch.Tensor) -
     boxes[:, 2] = torch.where(obj_flip, 1 - x0, x1)
     masks = batch.masks
     if masks is not None:  # box-relative masks mirror inside their box
-        masks = torch.where(obj_flip[:, None, None], masks.flip(-1), masks)
+        masks = torch.where(obj_flip[:, None, None], KT.hflip(masks), masks)
     triples = batch.triples.clone()
     t_flip = flip[batch.triple_to_img]
     pm = predicate_map.to(triples.device)

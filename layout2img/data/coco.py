@@ -23,25 +23,21 @@ Randomness (relations, the caption) is a function of ``(seed, epoch, image_id)``
 """
 from __future__ import annotations
 
-import difflib
-import json
 import random
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
-import numpy as np
-import pycocotools.mask as mask_utils
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from ..io import read_json
 from ..relations import sample_relations
-from ..vocab import GEOMETRIC_PREDICATES, IMAGE_OBJECT, IN_IMAGE, Vocab
+from ..vocab import GEOMETRIC_PREDICATES, IMAGE_OBJECT, IN_IMAGE, Vocab, suggest_name
+from .coco_annotations import (crop_mask, decode_segmentation, load_image, mask_centers, read_image_ids,
+                               require_field, require_list)
 
 OTHER = "other"  # COCO-Stuff category 183: every non-stuff pixel; noisy, dropped by default
 
@@ -56,136 +52,6 @@ THINGS_ONLY_NOTICE = (
     "CocoSceneGraphDataset: stuff_json=None, so things only: objects come from instances_json "
     "alone and stuff_only does not apply"
 )
-
-
-# -- small readers ---------------------------------------------------------------------------
-def _require(record: Any, key: str, path: Path, where: str) -> Any:
-    if not isinstance(record, dict):
-        raise DataError(f"{path}: {where} is a {type(record).__name__}, expected a JSON object")
-    try:
-        return record[key]
-    except KeyError:
-        raise DataError(f"{path}: {where} has no {key!r}") from None
-
-
-def _require_list(data: Any, key: str, path: Path) -> list:
-    value = _require(data, key, path, "the top level")
-    if not isinstance(value, list):
-        raise DataError(f"{path}: {key!r} is a {type(value).__name__}, expected a list")
-    return value
-
-
-def _parse_image_id(token: str) -> int | None:
-    """``123``, ``000000000123`` or a file name like ``000000000123.jpg`` -> 123."""
-    stem = Path(token).stem
-    digits = stem[len(stem.rstrip("0123456789")):]
-    return int(digits) if digits else None
-
-
-def read_image_ids(path: str | Path) -> list[int]:
-    """Image ids from a text file (one per line; ``#`` comments) or a JSON list."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: image id list not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: image id list is not UTF-8 (byte {e.start})") from None
-    if text.lstrip().startswith("["):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
-        ids = []
-        for i, v in enumerate(values):
-            parsed = v if isinstance(v, int) and not isinstance(v, bool) else (
-                _parse_image_id(v) if isinstance(v, str) else None)
-            if parsed is None:
-                raise DataError(f"{path}: entry {i} ({v!r}) is not an image id")
-            ids.append(parsed)
-        return ids
-    ids = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parsed = _parse_image_id(line.split()[0])
-        if parsed is None:
-            raise DataError(f"{path}:{lineno}: {line!r} is not an image id")
-        ids.append(parsed)
-    return ids
-
-
-# -- masks -----------------------------------------------------------------------------------
-def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray | None:
-    """(H, W) uint8 mask of a COCO segmentation (polygons, RLE, crowd RLE); None if it is empty."""
-    if isinstance(seg, list):
-        # Polygons need at least 3 points; pycocotools misreads shorter ones as boxes.
-        polygons = [p for p in seg if isinstance(p, list) and len(p) >= 6]
-        if not polygons:
-            return None
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(seg, dict) and "counts" in seg:
-        if isinstance(seg["counts"], list):  # uncompressed RLE (crowd regions in instances)
-            h, w = seg.get("size", (height, width))
-            rle = mask_utils.frPyObjects(seg, h, w)
-        else:  # compressed RLE (the COCO-Stuff stuff annotations)
-            rle = seg
-    else:
-        return None
-    with warnings.catch_warnings():  # pycocotools' numpy-2 copy= notice, not ours to fix
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle)
-
-
-def crop_mask(full: np.ndarray | None, bbox: Sequence[float], mask_size: int) -> torch.Tensor:
-    """Crop ``full`` to the COCO ``bbox`` (x, y, w, h; pixels) and reduce it to M x M in {0, 1}."""
-    if full is None:  # no usable segmentation: the box is all we know
-        return torch.ones(mask_size, mask_size)
-    x, y, w, h = bbox
-    hh, ww = full.shape
-    # sg2im's rounding, never an empty crop
-    x0 = min(max(int(round(x)), 0), ww - 1)
-    y0 = min(max(int(round(y)), 0), hh - 1)
-    x1 = min(max(int(round(x + w)), x0 + 1), ww)
-    y1 = min(max(int(round(y + h)), y0 + 1), hh)
-    crop = torch.from_numpy(np.ascontiguousarray(full[y0:y1, x0:x1], dtype=np.float32))
-    # area averaging: each cell holds the fraction of it the object covers
-    cover = F.interpolate(crop[None, None], size=(mask_size, mask_size), mode="area")[0, 0]
-    mask = (cover >= 0.5).float()
-    if mask.sum() == 0 and cover.max() > 0:
-        mask = (cover > 0).float()  # thin objects: keep the cells they touch rather than nothing
-    return mask
-
-
-def mask_centers(boxes: torch.Tensor, masks: torch.Tensor) -> list[tuple[float, float]]:
-    """Centroid of each box-relative mask in normalised image coordinates (box centre if empty)."""
-    m = masks.shape[-1]
-    cells = (torch.arange(m, dtype=torch.float32) + 0.5) / m
-    centers = []
-    for box, mask in zip(boxes.tolist(), masks):
-        x0, y0, x1, y1 = box
-        total = float(mask.sum())
-        if total == 0:
-            centers.append(((x0 + x1) / 2, (y0 + y1) / 2))
-            continue
-        fx = float((mask.sum(0) * cells).sum()) / total
-        fy = float((mask.sum(1) * cells).sum()) / total
-        centers.append((x0 + fx * (x1 - x0), y0 + fy * (y1 - y0)))
-    return centers
-
-
-def load_image(path: Path, image_size: int) -> torch.Tensor:
-    """(3, S, S) float in [-1, 1]; the whole image resized to a square, as sg2im does."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
-    pixels = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
-    return pixels.permute(2, 0, 1).float().div_(127.5).sub_(1.0).clamp_(-1.0, 1.0)
 
 
 # -- the dataset -----------------------------------------------------------------------------
@@ -259,15 +125,15 @@ class CocoSceneGraphDataset(Dataset):
         self._size: dict[int, tuple[int, int]] = {}
         order: list[int] = []
         for path, data, _ in sources:
-            for i, rec in enumerate(_require_list(data, "images", path)):
+            for i, rec in enumerate(require_list(data, "images", path)):
                 where = f"images[{i}]"
-                image_id = _require(rec, "id", path, where)
+                image_id = require_field(rec, "id", path, where)
                 if image_id in self._file:
                     continue
-                w, h = _require(rec, "width", path, where), _require(rec, "height", path, where)
+                w, h = require_field(rec, "width", path, where), require_field(rec, "height", path, where)
                 if not (isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0):
                     raise DataError(f"{path}: {where} (id {image_id}) has width/height {w!r}/{h!r}")
-                self._file[image_id] = str(_require(rec, "file_name", path, where))
+                self._file[image_id] = str(require_field(rec, "file_name", path, where))
                 self._size[image_id] = (int(w), int(h))
                 order.append(image_id)
 
@@ -279,11 +145,11 @@ class CocoSceneGraphDataset(Dataset):
         obj_stats = dict.fromkeys(OBJECT_STATS, 0)
         with_stuff: set[int] = set()
         for path, data, kind in sources:
-            for i, ann in enumerate(_require_list(data, "annotations", path)):
+            for i, ann in enumerate(require_list(data, "annotations", path)):
                 where = f"annotations[{i}]"
-                image_id = _require(ann, "image_id", path, where)
-                cat_id = _require(ann, "category_id", path, where)
-                bbox = _require(ann, "bbox", path, where)
+                image_id = require_field(ann, "image_id", path, where)
+                cat_id = require_field(ann, "category_id", path, where)
+                bbox = require_field(ann, "bbox", path, where)
                 if image_id not in self._size:
                     raise DataError(f"{path}: {where} refers to image_id {image_id}, which is not in 'images'")
                 if cat_id not in cat_index and cat_id not in cat_drop:
@@ -304,7 +170,7 @@ class CocoSceneGraphDataset(Dataset):
                 if bbox[2] * bbox[3] / (w_img * h_img) <= self.min_object_size:
                     obj_stats["objects_dropped_small"] += 1
                     continue
-                seg = _require(ann, "segmentation", path, where)
+                seg = require_field(ann, "segmentation", path, where)
                 self._objects[image_id].append((cat_index[cat_id], tuple(float(v) for v in bbox), seg))
 
         # images, filter by filter, counting what each one drops
@@ -354,9 +220,9 @@ class CocoSceneGraphDataset(Dataset):
         kinds: dict[int, str] = {}
         origin: dict[int, Path] = {}
         for path, data, kind in sources:
-            for i, rec in enumerate(_require_list(data, "categories", path)):
-                cid = _require(rec, "id", path, f"categories[{i}]")
-                name = str(_require(rec, "name", path, f"categories[{i}]"))
+            for i, rec in enumerate(require_list(data, "categories", path)):
+                cid = require_field(rec, "id", path, f"categories[{i}]")
+                name = str(require_field(rec, "name", path, f"categories[{i}]"))
                 if cid in names and names[cid] != name:
                     raise DataError(f"{path}: category id {cid} is {name!r} here but {names[cid]!r} "
                                     f"in {origin[cid]}")
@@ -374,7 +240,7 @@ class CocoSceneGraphDataset(Dataset):
                     label = "instance" if kind == "thing" else "stuff"
                     raise ConfigError(f"{label}_whitelist: {n!r} is not a category of "
                                       f"{self.instances_json if kind == 'thing' else self.stuff_json}"
-                                      f"{_did_you_mean(n, known)}")
+                                      f"{suggest_name(n, known)}")
         drop: dict[int, str] = {}
         for cid, name in names.items():
             wl = whitelists[kinds[cid]]
@@ -407,9 +273,9 @@ class CocoSceneGraphDataset(Dataset):
             return {}
         data = read_json(self.captions_json, "captions JSON")
         captions: dict[int, list[str]] = defaultdict(list)
-        for i, ann in enumerate(_require_list(data, "annotations", self.captions_json)):
-            image_id = _require(ann, "image_id", self.captions_json, f"annotations[{i}]")
-            text = _require(ann, "caption", self.captions_json, f"annotations[{i}]")
+        for i, ann in enumerate(require_list(data, "annotations", self.captions_json)):
+            image_id = require_field(ann, "image_id", self.captions_json, f"annotations[{i}]")
+            text = require_field(ann, "caption", self.captions_json, f"annotations[{i}]")
             if image_id in kept and isinstance(text, str) and text.strip():
                 captions[image_id].append(" ".join(text.split()))
         return dict(captions)
@@ -442,6 +308,10 @@ class CocoSceneGraphDataset(Dataset):
 
     def captions_of(self, image_id: int) -> list[str]:
         return list(self._captions.get(image_id, ()))
+
+    def objects_of(self, image_id: int) -> list[tuple[int, tuple[float, ...], Any]]:
+        """A kept image's objects in item order: ``(vocab index, COCO bbox, segmentation)`` each."""
+        return list(self._objects[image_id])
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.image_ids)
@@ -500,11 +370,6 @@ def _check_size(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive int, got {value!r}")
     return value
-
-
-def _did_you_mean(name: str, names: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _keep(ids: list[int], pred, stats: dict[str, int], key: str) -> list[int]:

@@ -36,6 +36,22 @@ def graph_text(names: Sequence[str], triples: Sequence[tuple[int, str, int]]) ->
     return ", ".join(parts)
 
 
+def batch_texts(batch, vocab) -> list[str]:
+    """The text of each image of a batch: its caption, else its scene graph as :func:`graph_text`."""
+    texts = []
+    for i, cap in enumerate(batch.captions):
+        if cap:
+            texts.append(cap)
+            continue
+        objs = batch.objects_of(i)
+        local = {int(g): j for j, g in enumerate(objs.tolist())}
+        names = [vocab.object_names[int(batch.objs[g])] for g in objs.tolist()]
+        triples = [(local[int(s)], vocab.predicate_names[int(p)], local[int(o)])
+                   for s, p, o in batch.triples[batch.triple_to_img == i].tolist()]
+        texts.append(graph_text(names, triples))
+    return texts
+
+
 @torch.no_grad()
 def clip_scores(encoder: Any, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
     """(N,) ``100 * max(cos, 0)`` of each image (N, 3, H, W) in [-1, 1] with its text."""
@@ -46,3 +62,18 @@ def clip_scores(encoder: Any, images: torch.Tensor, texts: Sequence[str]) -> tor
     img = img / img.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     txt = txt / txt.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     return 100 * (img * txt).sum(-1).clamp(min=0)
+
+
+class CLIPScore:
+    """Mean :func:`clip_scores` of every image given to ``update`` with its text."""
+
+    def __init__(self, encoder: Any):
+        self.encoder = encoder
+        self.scores: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, texts: Sequence[str]) -> None:
+        self.scores.append(clip_scores(self.encoder, images, texts).cpu())
+
+    def compute(self) -> float:
+        return float(torch.cat(self.scores).mean()) if self.scores else float("nan")

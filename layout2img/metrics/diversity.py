@@ -47,16 +47,21 @@ def mean_pairwise_distance(groups: Sequence[np.ndarray]) -> float:
 
 
 class LpipsDiversity:
-    """Mean pairwise LPIPS within groups of images in [-1, 1] (only when available offline)."""
+    """Mean pairwise LPIPS within groups of images in [-1, 1] (only when available offline).
+
+    ``update(groups)`` once per batch of layouts, each group the (K, 3, H, W) samples of one
+    layout; ``compute()`` is the mean over updates of each update's mean over its groups.
+    """
 
     def __init__(self, device: str | torch.device = "cpu"):
         import lpips  # noqa: PLC0415 - optional dependency, checked by lpips_unavailable_reason
 
         self.net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
         self.device = device
+        self.batch_means: list[float] = []
 
     @torch.no_grad()
-    def __call__(self, groups: Sequence[torch.Tensor]) -> float:
+    def update(self, groups: Sequence[torch.Tensor]) -> None:
         means = []
         for g in groups:
             k = g.shape[0]
@@ -65,4 +70,7 @@ class LpipsDiversity:
             i, j = torch.triu_indices(k, k, 1)
             d = self.net(g[i].to(self.device), g[j].to(self.device)).flatten()
             means.append(float(d.mean()))
-        return float(np.mean(means)) if means else float("nan")
+        self.batch_means.append(float(np.mean(means)) if means else float("nan"))
+
+    def compute(self) -> float:
+        return float(np.mean(self.batch_means)) if self.batch_means else float("nan")

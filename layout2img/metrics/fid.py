@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 
 #: Extensions read from an image folder (non-recursive, sorted by name; pytorch-fid's list, roughly).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -275,6 +275,50 @@ def kernel_inception_distance(features_a: np.ndarray, features_b: np.ndarray, nu
             "subset_size": m, "kernel": "polynomial, degree 3, gamma 1/dim, coef0 1", "seed": int(seed)}
 
 
+# -- accumulators ----------------------------------------------------------------------------
+class RealFakeFeatures:
+    """Feature rows (N, D) of a real and a generated image set, accumulated over ``update`` calls."""
+
+    def __init__(self):
+        self._rows: dict[bool, list[np.ndarray]] = {True: [], False: []}
+
+    def update(self, features: np.ndarray, real: bool) -> None:
+        rows = np.asarray(features, dtype=np.float64)
+        if rows.ndim != 2:
+            raise DataError(f"{type(self).__name__}: features must be (N, D), got shape {rows.shape}")
+        self._rows[bool(real)].append(rows)
+
+    def features(self, real: bool) -> np.ndarray:
+        """All rows given for the real (or the generated) set, in the order given."""
+        rows = self._rows[bool(real)]
+        if not rows:
+            raise DataError(f"{type(self).__name__}: no {'real' if real else 'generated'} features given")
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
+
+class FrechetInceptionDistance(RealFakeFeatures):
+    """FID between the accumulated sets: ``{"value"}``, plus ``"warning"`` when a set is too small."""
+
+    def compute(self) -> dict:
+        real, fake = self.features(True), self.features(False)
+        out: dict = {"value": fid_from_features(real, fake)}
+        if note := small_sample_note(real.shape[0], fake.shape[0], real.shape[1]):
+            out["warning"] = note
+        return out
+
+
+class KernelInceptionDistance(RealFakeFeatures):
+    """KID between the accumulated sets (see :func:`kernel_inception_distance`)."""
+
+    def __init__(self, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0):
+        super().__init__()
+        self.num_subsets, self.subset_size, self.seed = int(num_subsets), int(subset_size), int(seed)
+
+    def compute(self) -> dict:
+        return kernel_inception_distance(self.features(True), self.features(False), self.num_subsets,
+                                         self.subset_size, self.seed)
+
+
 # -- IS --------------------------------------------------------------------------------------
 def inception_score(logits: np.ndarray | torch.Tensor, splits: int = 10) -> dict:
     """IS = exp(E_x KL(p(y|x) || p(y))) per split of the logits (N, C); mean and std over splits."""
@@ -300,14 +344,3 @@ def fid_between_folders(folder_a: str | os.PathLike, folder_b: str | os.PathLike
     fb = fa if Path(folder_a).resolve() == Path(folder_b).resolve() else extractor.folder(folder_b, progress=progress)
     return {"fid": fid_from_features(fa, fb), "num_images_a": int(fa.shape[0]), "num_images_b": int(fb.shape[0]),
             "feature_extractor": extractor.protocol(), "features_a": fa, "features_b": fb}
-
-
-def check_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available (use cpu or auto)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ConfigError(f"--device {name}: expected auto, cpu or cuda[:N]")
-    return torch.device(name)
-

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from ..models.layout import mask_centroids
 from ..relations import relation_holds
 
 RECALL_THRESHOLDS = (0.3, 0.5)
@@ -40,20 +41,6 @@ def box_recall(boxes_pred: torch.Tensor, boxes_gt: torch.Tensor,
     if iou.numel() == 0:
         return {float(t): float("nan") for t in thresholds}
     return {float(t): float((iou >= t).double().mean()) for t in thresholds}
-
-
-def mask_centroids(boxes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(O, 2) centroid of each box-relative mask in image coordinates (the box centre if empty)."""
-    boxes, masks = boxes.double(), masks.double()
-    m = masks.shape[-1]
-    cells = (torch.arange(m, dtype=torch.float64, device=masks.device) + 0.5) / m
-    total = masks.sum((1, 2))
-    fx = (masks.sum(1) * cells).sum(1) / total.clamp(min=1e-12)
-    fy = (masks.sum(2) * cells).sum(1) / total.clamp(min=1e-12)
-    fx = torch.where(total > 0, fx, torch.full_like(fx, 0.5))
-    fy = torch.where(total > 0, fy, torch.full_like(fy, 0.5))
-    return torch.stack([boxes[:, 0] + fx * (boxes[:, 2] - boxes[:, 0]),
-                        boxes[:, 1] + fy * (boxes[:, 3] - boxes[:, 1])], 1)
 
 
 def relation_satisfaction(boxes: torch.Tensor, triples: Sequence[tuple[int, str, int]],
@@ -94,7 +81,7 @@ def mask_iou(boxes_a: torch.Tensor, masks_a: torch.Tensor, boxes_b: torch.Tensor
 class LayoutMetrics:
     """Accumulates layout metrics of predicted layouts against dataset batches.
 
-    ``update(batch, boxes_pred, mask_probs, predicate_names)`` per batch; ``result()`` at the end.
+    ``update(batch, boxes_pred, mask_probs, predicate_names)`` per batch; ``compute()`` at the end.
     ``__image__`` (object index 0) is excluded from every per-object figure.
     """
 
@@ -131,7 +118,7 @@ class LayoutMetrics:
             acc[0] += s
             acc[1] += c
 
-    def result(self) -> dict:
+    def compute(self) -> dict:
         iou = torch.cat(self.ious) if self.ious else torch.zeros(0, dtype=torch.float64)
         n = int(iou.numel())
         out = {

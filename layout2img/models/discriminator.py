@@ -167,3 +167,69 @@ class ObjectDiscriminator(nn.Module):
         if text_emb is not None:
             realness = realness + (self.text_proj(text_emb).to(feat.dtype) * feat).sum(dim=1)
         return realness, self.classifier(feat)
+
+
+class _ResBlockD(nn.Module):
+    """Spectrally normalised residual block (OASIS): LeakyReLU-conv-LeakyReLU-conv plus a 1x1 shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, resample: str):
+        super().__init__()
+        self.resample = resample  # 'down', 'up' or 'none'
+        self.conv1 = conv2d(in_ch, out_ch, 3, spectral=True)
+        self.conv2 = conv2d(out_ch, out_ch, 3, spectral=True)
+        self.shortcut = conv2d(in_ch, out_ch, 1, spectral=True, bias=False)
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        if self.resample == "up":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.leaky_relu(self._scale(x) if self.resample == "up" else x, 0.2))
+        h = self.conv2(F.leaky_relu(h, 0.2))
+        if self.resample == "down":
+            h = F.avg_pool2d(h, 2)
+        return h + self.shortcut(self._scale(x))
+
+
+class SegmentationDiscriminator(nn.Module):
+    """OASIS's discriminator (Schönfeld et al., 2021): a U-Net that labels every pixel with one of
+    ``num_classes`` semantic classes or "fake" (channel 0).
+
+    ``forward(image (B, 3, H, W)) -> logits (B, num_classes, H, W)``; ``num_classes`` counts the
+    vocabulary's classes with channel 0 standing for "fake" (``__image__``, class 0, is never a
+    pixel label). It needs no pretrained network: its per-pixel semantic judgement replaces the
+    perceptual loss that pix2pixHD and SPADE need VGG weights for. ``n_down`` halvings
+    (``H`` must be a multiple of ``2**n_down``), widths doubling from ``ndf`` up to ``8 * ndf``.
+    """
+
+    def __init__(self, num_classes: int, ndf: int = 32, n_down: int = 4):
+        super().__init__()
+        if num_classes < 2 or n_down < 1:
+            raise ConfigError(f"SegmentationDiscriminator: num_classes={num_classes} must be >= 2 and "
+                              f"n_down={n_down} >= 1")
+        self.num_classes, self.n_down = num_classes, n_down
+        widths = [min(ndf * 2 ** i, 8 * ndf) for i in range(n_down + 1)]
+        self.stem = conv2d(3, widths[0], 3, spectral=True)
+        self.down = nn.ModuleList([_ResBlockD(widths[i], widths[i + 1], "down") for i in range(n_down)])
+        self.up = nn.ModuleList([
+            _ResBlockD(widths[i + 1] * (1 if i == n_down - 1 else 2), widths[i], "up")
+            for i in reversed(range(n_down))
+        ])
+        self.head = conv2d(2 * widths[0], num_classes, 1)
+        init_weights(self)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        m = 2 ** self.n_down
+        if image.dim() != 4 or image.shape[1] != 3 or image.shape[-1] % m or image.shape[-2] % m:
+            raise ConfigError(f"SegmentationDiscriminator: image must be (B, 3, H, W) with H, W multiples of {m}, "
+                              f"got {tuple(image.shape)}")
+        skips = [self.stem(image)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        h = skips.pop()
+        for i, block in enumerate(self.up):
+            h = block(h if i == 0 else torch.cat([h, skips.pop()], 1))
+        return self.head(F.leaky_relu(torch.cat([h, skips.pop()], 1), 0.2))

@@ -36,14 +36,18 @@ traces it whole, with or without text; it works in ``channels_last`` and under b
 """
 from __future__ import annotations
 
+from typing import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .normalization import FiLM, conv2d, init_weights, norm_layer
+from .normalization import SPADE, FiLM, conv2d, init_weights, norm_layer
 
 STAGES = ("full", "global")
+#: How the layout reaches the decoder: as the input only (pix2pixHD) or by SPADE modulation too.
+CONDITIONINGS = ("input", "spade")
 
 
 def downsample_layout(x: torch.Tensor) -> torch.Tensor:
@@ -94,39 +98,83 @@ def rgb_head(in_ch: int, out_ch: int, padding: str) -> nn.Sequential:
 
 
 class ResnetBlock(nn.Module):
-    """pad-conv-norm-[FiLM]-ReLU-pad-conv-norm, plus the input."""
+    """pad-conv-norm-[FiLM]-ReLU-pad-conv-norm, plus the input.
 
-    def __init__(self, dim: int, norm: str = "instance", padding: str = "reflect", text_dim: int = 0):
+    With ``layout_channels > 0`` both norms are :class:`~.normalization.SPADE` on the layout.
+    """
+
+    def __init__(self, dim: int, norm: str = "instance", padding: str = "reflect", text_dim: int = 0,
+                 layout_channels: int = 0, spade_hidden: int = 32):
         super().__init__()
         self.conv1 = conv2d(dim, dim, 3, padding=padding)
-        self.norm1 = norm_layer(norm, dim)
+        self.spade = layout_channels > 0
+        self.norm1 = SPADE(dim, layout_channels, spade_hidden, norm) if self.spade else norm_layer(norm, dim)
         self.film = FiLM(dim, text_dim) if text_dim > 0 else None
         self.conv2 = conv2d(dim, dim, 3, padding=padding)
-        self.norm2 = norm_layer(norm, dim)
+        self.norm2 = SPADE(dim, layout_channels, spade_hidden, norm) if self.spade else norm_layer(norm, dim)
 
-    def forward(self, x: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.norm1(self.conv1(x))
+    def forward(self, x: torch.Tensor, text_emb: torch.Tensor | None = None,
+                layout: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.conv1(x)
+        h = self.norm1(c, layout) if self.spade else self.norm1(c)
         if self.film is not None:
             h = self.film(h, text_emb)
-        h = self.norm2(self.conv2(F.relu(h)))
-        return x + h
+        c = self.conv2(F.relu(h))
+        return x + (self.norm2(c, layout) if self.spade else self.norm2(c))
+
+
+class SpadeUpsample(nn.Module):
+    """x2 nearest upsampling -> 3x3 conv -> SPADE(layout, per-object style) -> ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, layout_channels: int, norm: str, padding: str, hidden: int,
+                 style_channels: int = 0):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.conv = conv2d(in_ch, out_ch, 3, padding=padding)
+        self.norm = SPADE(out_ch, layout_channels, hidden, norm, style_channels=style_channels)
+
+    def forward(self, h: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(self.up(h)), layout))
 
 
 class GlobalGenerator(nn.Module):
-    """pix2pixHD's G1. :meth:`features` stops before the RGB head (what a local enhancer adds to)."""
+    """pix2pixHD's G1. :meth:`features` stops before the RGB head (what a local enhancer adds to).
+
+    ``conditioning='spade'``: the residual blocks and the decoder normalise with SPADE (param-free
+    BatchNorm, as SPADE) on the class map and edges, and each object's style code (the last
+    ``style_channels`` of the layout) modulates the decoder blocks at >= 1/4 of the full image
+    size inside its own mask. The encoder half reads the class map and edges as its input, as
+    pix2pixHD; the codes never pass through it or the bottleneck, whose receptive fields span the
+    image, so an object's code changes the pixels near that object only. ``scale_below_full``:
+    log2 of how much smaller than the final image this net works (the number of enhancers).
+    """
 
     def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
                  n_blocks: int = 9, text_dim: int = 0, norm: str = "instance", padding: str = "reflect",
-                 upsample: str = "nearest", layout_skips: bool = False):
+                 upsample: str = "nearest", layout_skips: bool = False, conditioning: str = "input",
+                 spade_hidden: int = 32, style_channels: int = 0, scale_below_full: int = 0):
         super().__init__()
         self.layout_skips = layout_skips
-        self.stem = conv_block(in_channels, ngf, 7, 1, norm, padding)
+        self.spade = conditioning == "spade"
+        self.shape_channels = in_channels - style_channels if self.spade else in_channels
+        self.stem = conv_block(self.shape_channels, ngf, 7, 1, norm, padding)
         self.down = nn.Sequential(*[
             conv_block(ngf * 2 ** i, ngf * 2 ** (i + 1), 3, 2, norm, padding) for i in range(n_downsample)
         ])
         width = ngf * 2 ** n_downsample
-        self.blocks = nn.ModuleList([ResnetBlock(width, norm, padding, text_dim) for _ in range(n_blocks)])
-        if layout_skips:
+        self.bottleneck_channels = width  # channels of encode()'s output
+        block_norm = "batch" if self.spade else norm
+        spade_channels = self.shape_channels if self.spade else 0
+        self.blocks = nn.ModuleList([ResnetBlock(width, block_norm, padding, text_dim, spade_channels, spade_hidden)
+                                     for _ in range(n_blocks)])
+        if self.spade:
+            styled = [2 ** (i + scale_below_full) <= 4 for i in range(n_downsample)]
+            self.up = nn.ModuleList([
+                SpadeUpsample(ngf * 2 ** (i + 1), ngf * 2 ** i, in_channels if styled[i] else self.shape_channels,
+                              block_norm, padding, spade_hidden, style_channels if styled[i] else 0)
+                for i in reversed(range(n_downsample))
+            ])
+        elif layout_skips:
             self.up = nn.ModuleList([
                 LayoutSkipUpsample(ngf * 2 ** (i + 1), in_channels, ngf * 2 ** i, norm, padding)
                 for i in reversed(range(n_downsample))
@@ -138,10 +186,21 @@ class GlobalGenerator(nn.Module):
             ])
         self.to_rgb = rgb_head(ngf, out_channels, padding)
 
-    def features(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.down(self.stem(layout))
+    def encode(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """Stem, downsampling and residual blocks: the features entering the decoder."""
+        shape = layout[:, :self.shape_channels]
+        h = self.down(self.stem(shape))
         for block in self.blocks:
-            h = block(h, text_emb)
+            h = block(h, text_emb, shape if self.spade else None)
+        return h
+
+    def decode(self, h: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        """The upsampling path (``layout`` feeds it with SPADE or ``layout_skips``)."""
+        if self.spade:
+            shape = layout[:, :self.shape_channels]
+            for up in self.up:
+                h = up(h, layout if up.norm.style_channels else shape)
+            return h
         if not self.layout_skips:
             return self.up(h)
         pyramid = [layout]  # the layout at each decoder output resolution, finest first
@@ -151,31 +210,47 @@ class GlobalGenerator(nn.Module):
             h = up(h, pyramid[len(self.up) - 1 - i])
         return h
 
+    def features(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(layout, text_emb), layout)
+
     def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
         return self.to_rgb(self.features(layout, text_emb))
 
 
 class LocalEnhancer(nn.Module):
-    """pix2pixHD's G2 at one scale: ``out = up(blocks(down(layout) + coarse_features))``."""
+    """pix2pixHD's G2 at one scale: ``out = up(blocks(down(layout) + coarse_features))``; with
+    ``conditioning='spade'`` as :class:`GlobalGenerator` (codes modulate only its upsampling)."""
 
     def __init__(self, in_channels: int, ngf: int, n_blocks: int = 3, text_dim: int = 0,
                  norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, conditioning: str = "input", spade_hidden: int = 32,
+                 style_channels: int = 0):
         super().__init__()
+        self.spade = conditioning == "spade"
+        self.shape_channels = in_channels - style_channels if self.spade else in_channels
         self.down = nn.Sequential(
-            conv_block(in_channels, ngf, 7, 1, norm, padding),
+            conv_block(self.shape_channels, ngf, 7, 1, norm, padding),
             conv_block(ngf, 2 * ngf, 3, 2, norm, padding),
         )
-        self.blocks = nn.ModuleList([ResnetBlock(2 * ngf, norm, padding, text_dim) for _ in range(n_blocks)])
-        self.up = upsample_block(2 * ngf, ngf, norm, padding, upsample)
+        block_norm = "batch" if self.spade else norm
+        spade_channels = self.shape_channels if self.spade else 0
+        self.blocks = nn.ModuleList([ResnetBlock(2 * ngf, block_norm, padding, text_dim, spade_channels, spade_hidden)
+                                     for _ in range(n_blocks)])
+        self.up = (SpadeUpsample(2 * ngf, ngf, in_channels, block_norm, padding, spade_hidden, style_channels)
+                   if self.spade else upsample_block(2 * ngf, ngf, norm, padding, upsample))
         # only the finest enhancer turns features into pixels
         self.to_rgb = rgb_head(ngf, out_channels, padding) if out_channels is not None else nn.Identity()
 
-    def forward(self, layout: torch.Tensor, coarse: torch.Tensor, text_emb: torch.Tensor | None = None):
-        h = self.down(layout) + coarse
+    def features(self, layout: torch.Tensor, coarse: torch.Tensor, text_emb: torch.Tensor | None = None):
+        """Everything but the RGB head: what the next enhancer adds to, or the head turns into pixels."""
+        shape = layout[:, :self.shape_channels]
+        h = self.down(shape) + coarse
         for block in self.blocks:
-            h = block(h, text_emb)
-        return self.to_rgb(self.up(h))
+            h = block(h, text_emb, shape if self.spade else None)
+        return self.up(h, layout) if self.spade else self.up(h)
+
+    def forward(self, layout: torch.Tensor, coarse: torch.Tensor, text_emb: torch.Tensor | None = None):
+        return self.to_rgb(self.features(layout, coarse, text_emb))
 
 
 class Generator(nn.Module):
@@ -183,13 +258,22 @@ class Generator(nn.Module):
 
     ``H'`` is ``H`` for ``stage='full'`` and ``H / 2**n_local_enhancers`` for ``stage='global'``.
     ``H`` and ``W`` must be multiples of ``2**(n_downsample + n_local_enhancers)``.
+    ``forward(..., modulate={point: fn})`` replaces the features at a named point by ``fn(features)``
+    (the rendering hook of editing; see :meth:`forward`).
     """
+
+    #: Where :meth:`forward` can modulate features, coarsest first.
+    MODULATION_POINTS = ("decoder", "output", "rgb")
 
     def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
                  n_blocks: int = 6, n_local_enhancers: int = 0, n_blocks_local: int = 3, text_dim: int = 0,
                  norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
-                 layout_skips: bool = False):
+                 layout_skips: bool = False, conditioning: str = "input", spade_hidden: int = 32,
+                 style_channels: int = 0):
         super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ConfigError(f"unknown generator conditioning {conditioning!r}; expected one of "
+                              f"{', '.join(CONDITIONINGS)}")
         if in_channels < 1 or ngf < 1 or n_downsample < 0 or n_blocks < 0 or n_local_enhancers < 0:
             raise ConfigError(
                 f"Generator: invalid sizes in_channels={in_channels} ngf={ngf} n_downsample={n_downsample} "
@@ -200,11 +284,13 @@ class Generator(nn.Module):
         self.n_local_enhancers = n_local_enhancers
         self.text_dim = text_dim
         self.global_net = GlobalGenerator(in_channels, out_channels, ngf * 2 ** n_local_enhancers, n_downsample,
-                                          n_blocks, text_dim, norm, padding, upsample, layout_skips)
+                                          n_blocks, text_dim, norm, padding, upsample, layout_skips, conditioning,
+                                          spade_hidden, style_channels, n_local_enhancers)
         # enhancers[0] is the coarsest (right above G1), enhancers[-1] the finest
         self.enhancers = nn.ModuleList([
             LocalEnhancer(in_channels, ngf * 2 ** (n_local_enhancers - n), n_blocks_local, text_dim, norm, padding,
-                          upsample, out_channels if n == n_local_enhancers else None)
+                          upsample, out_channels if n == n_local_enhancers else None, conditioning, spade_hidden,
+                          style_channels)
             for n in range(1, n_local_enhancers + 1)
         ])
         init_weights(self)
@@ -220,18 +306,55 @@ class Generator(nn.Module):
     def local_parameters(self):
         return self.enhancers.parameters()
 
-    def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None, stage: str = "full") -> torch.Tensor:
+    def modulation_channels(self, point: str, stage: str = "full") -> int:
+        """Channels of the features at a :data:`MODULATION_POINTS` name (what a modulation sees)."""
+        self._check_modulate({point: None})
+        if point == "decoder":
+            return self.global_net.bottleneck_channels
+        head = self.enhancers[-1].to_rgb if self.n_local_enhancers and stage == "full" else self.global_net.to_rgb
+        return head[0].in_channels if point == "output" else head[0].out_channels
+
+    def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None, stage: str = "full",
+                modulate: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+        """The image for a layout; ``modulate`` maps :data:`MODULATION_POINTS` names to functions
+        whose output replaces the features at that point (e.g. a learned scale and shift inside an
+        edit region): ``'decoder'`` the global net's features after its residual blocks, entering
+        its decoder; ``'output'`` the last features, entering the final RGB head (the finest
+        enhancer's, or the global net's with no enhancers or at ``stage='global'``); ``'rgb'``
+        that head's output before its tanh."""
         self._check_inputs(layout, text_emb, stage)
+        modulate = self._check_modulate(modulate)
         # input pyramid, finest first
         pyramid = [layout]
         for _ in range(self.n_local_enhancers):
             pyramid.append(downsample_layout(pyramid[-1]))
-        if stage == "global" or self.n_local_enhancers == 0:
-            return self.global_net(pyramid[-1], text_emb)
-        h = self.global_net.features(pyramid[-1], text_emb)
-        for i, enhancer in enumerate(self.enhancers):
-            h = enhancer(pyramid[self.n_local_enhancers - 1 - i], h, text_emb)
-        return h
+        h = self.global_net.encode(pyramid[-1], text_emb)
+        if "decoder" in modulate:
+            h = modulate["decoder"](h)
+        h = self.global_net.decode(h, pyramid[-1])
+        head = self.global_net.to_rgb
+        if stage == "full" and self.n_local_enhancers > 0:
+            for i, enhancer in enumerate(self.enhancers):
+                h = enhancer.features(pyramid[self.n_local_enhancers - 1 - i], h, text_emb)
+            head = self.enhancers[-1].to_rgb
+        if "output" in modulate:
+            h = modulate["output"](h)
+        x = head[0](h)  # the head's conv; head[1] is its tanh
+        if "rgb" in modulate:
+            x = modulate["rgb"](x)
+        return head[1](x)
+
+    def _check_modulate(self, modulate: Mapping | None) -> Mapping:
+        if modulate is None:
+            return {}
+        if not isinstance(modulate, Mapping):
+            raise ConfigError(f"Generator: modulate must be a mapping of point names to functions, "
+                              f"got {type(modulate).__name__}")
+        for name in modulate:
+            if name not in self.MODULATION_POINTS:
+                raise ConfigError(f"Generator: unknown modulation point {name!r}; expected one of "
+                                  f"{', '.join(self.MODULATION_POINTS)}")
+        return modulate
 
     def _check_inputs(self, layout: torch.Tensor, text_emb: torch.Tensor | None, stage: str) -> None:
         # shape checks only: static under torch.compile, so no graph breaks

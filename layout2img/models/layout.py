@@ -1,7 +1,8 @@
 """From object vectors to a layout: boxes, masks, and the tensors the generator reads.
 
 * :class:`LayoutPredictor` regresses a box and an M x M mask per object.
-* :func:`boxes_to_masks_full` places each box-relative mask in image coordinates.
+* :func:`boxes_to_masks_full` places each box-relative mask in image coordinates;
+  :func:`mask_centroids` finds where each mask's mass sits in the image.
 * :func:`compose` resolves overlaps (smaller boxes over larger ones, things over stuff) into
   per-object *visible* weights and a hard instance map.
 * :func:`masks_to_layout` spreads one vector per object over its mask (sg2im's operation).
@@ -144,6 +145,20 @@ def boxes_to_masks_full(boxes: torch.Tensor, masks: torch.Tensor, H: int, W: int
     sampled = F.grid_sample(masks[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False)
     coverage = _axis_coverage(y0, y1, H)[:, :, None] * _axis_coverage(x0, x1, W)[:, None, :]
     return sampled[:, 0] * coverage
+
+
+def mask_centroids(boxes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(O, 2) centroid of each box-relative mask in image coordinates (the box centre if empty)."""
+    boxes, masks = boxes.double(), masks.double()
+    m = masks.shape[-1]
+    cells = (torch.arange(m, dtype=torch.float64, device=masks.device) + 0.5) / m
+    total = masks.sum((1, 2))
+    fx = (masks.sum(1) * cells).sum(1) / total.clamp(min=1e-12)
+    fy = (masks.sum(2) * cells).sum(1) / total.clamp(min=1e-12)
+    fx = torch.where(total > 0, fx, torch.full_like(fx, 0.5))
+    fy = torch.where(total > 0, fy, torch.full_like(fy, 0.5))
+    return torch.stack([boxes[:, 0] + fx * (boxes[:, 2] - boxes[:, 0]),
+                        boxes[:, 1] + fy * (boxes[:, 3] - boxes[:, 1])], 1)
 
 
 def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, obj_to_img: torch.Tensor, size,

@@ -87,6 +87,48 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
             nn.init.normal_(weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalisation (Park et al., 2019) with per-object style modulation
+    (ISLA-Norm, Sun & Wu 2020; SEAN, Zhu et al. 2020).
+
+    ``x_hat * (1 + gamma) + beta``: ``x_hat`` a parameter-free norm of ``x``; ``gamma, beta`` two
+    3x3 convs on a shared 3x3 conv + ReLU of the layout's shape channels (class map and edges),
+    plus - when the layout has ``style_channels`` (its last channels: each object's style code
+    spread inside its own mask) - a 1x1 conv of the style map. The 1x1 term is exactly a per-object
+    scale and shift inside each object's mask, so an object's code modulates only its own pixels.
+    The layout is resized to the features by area averaging (soft masks stay soft); gamma and beta
+    start near zero. ``norm='batch'`` (SPADE's choice) is per-pixel at inference, so a change of
+    one object's code then changes only the pixels its modulation reaches.
+    """
+
+    def __init__(self, num_features: int, layout_channels: int, hidden: int = 32, norm: str = "instance",
+                 padding: str = "zero", style_channels: int = 0):
+        super().__init__()
+        if not 0 <= style_channels < layout_channels:
+            raise ConfigError(f"SPADE: style_channels={style_channels} must lie in [0, {layout_channels})")
+        # param-free: the affine part is what the layout predicts
+        self.norm = nn.BatchNorm2d(num_features, affine=False) if norm == "batch" else norm_layer(norm, num_features)
+        self.style_channels = style_channels
+        shape_channels = layout_channels - style_channels
+        self.shared = nn.Sequential(conv2d(shape_channels, hidden, 3, padding=padding), nn.ReLU(inplace=True))
+        self.gamma = conv2d(hidden, num_features, 3, padding=padding)
+        self.beta = conv2d(hidden, num_features, 3, padding=padding)
+        # no bias: where no object is drawn the style map is zero, and so is its modulation
+        self.style = conv2d(style_channels, 2 * num_features, 1, bias=False) if style_channels else None
+
+    def forward(self, x: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        if layout.shape[-2:] != x.shape[-2:]:
+            layout = nn.functional.adaptive_avg_pool2d(layout, x.shape[-2:])
+        layout = layout.to(x.dtype)
+        shape = layout[:, :layout.shape[1] - self.style_channels]
+        h = self.shared(shape)
+        gamma, beta = self.gamma(h), self.beta(h)
+        if self.style is not None:
+            g, b = self.style(layout[:, shape.shape[1]:]).chunk(2, dim=1)
+            gamma, beta = gamma + g, beta + b
+        return self.norm(x) * (1 + gamma) + beta

@@ -187,3 +187,11 @@ def _vgg19_features() -> nn.Sequential:
 
 def default_vgg19_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
+
+
+def resolve_perceptual(backbone: str) -> str:
+    """A ``loss.perceptual`` setting to a backbone: ``auto`` is ``vgg19`` when torchvision's VGG19
+    weights are already in the torch hub cache and ``none`` otherwise (never a download)."""
+    if backbone == "auto":
+        return "vgg19" if default_vgg19_path().is_file() else "none"
+    return backbone

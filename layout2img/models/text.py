@@ -11,14 +11,13 @@ an LRU cache (on the CPU). ``encode_image(images)`` takes images in [-1, 1] at a
 differentiable with respect to them (the model's own weights stay frozen), so a loss on CLIP
 similarity can steer an image.
 
-A domain CLIP folder holds ``config.json`` (the open_clip ``CLIP`` arguments and the image
-normalisation) and ``model.safetensors``; nothing is ever unpickled: ``.bin`` / ``.pt`` files
-are read with ``torch.load(weights_only=True)``.
+A domain CLIP folder (:class:`~layout2img.io.PretrainedMixin`) holds ``config.json`` (the
+open_clip ``CLIP`` arguments and the image normalisation) and ``model.safetensors``; nothing is
+ever unpickled: ``.bin`` / ``.pt`` files are read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -28,84 +27,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, Layout2ImgError
-from ..io import check_state, load_weights
+from ..config import to_container
+from ..errors import CheckpointError, ConfigError
+from ..io import CONFIG_FILE, PretrainedMixin, check_state
+from .clip_models import (DEFAULT_DOMAIN_CLIP, LOAD_ALTERNATIVES, OPENAI_MEAN, OPENAI_STD, build_clip, one_line,
+                          open_clip_module, read_state_dict)
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-MODEL_CLASS = "TextEncoder"
-#: The image normalisation of OpenAI's CLIP (open_clip's default), used by domain models too.
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-#: A small CLIP for 64 px pictures with short captions (the domain model of the Shapes config).
-DEFAULT_DOMAIN_CLIP: dict[str, Any] = {
-    "embed_dim": 128,
-    "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-    "text_cfg": {"context_length": 32, "width": 128, "heads": 4, "layers": 3},
-}
 #: Object crops are their box grown by this share of its size on each side, wherever a crop meets
 #: a CLIP text: domain-CLIP training, the GAN's CLIP loss, editing.
 CROP_MARGIN = 0.1
-_ALTERNATIVES = ("Use a local checkpoint (text_encoder: path/to/file.safetensors or .bin, as ARCH=PATH) "
-                 "or the project's domain CLIP (layout2img train-clip)")
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text[:200] + "...") if len(text) > 200 else text or type(e).__name__
-
-
-def _open_clip():
-    try:
-        import open_clip
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ConfigError(f"CLIP needs the open_clip package (pip install open-clip-torch): {e}") from None
-    return open_clip
-
-
-def build_clip(config: Mapping[str, Any]) -> nn.Module:
-    """An untrained ``open_clip.CLIP`` from its constructor arguments (``embed_dim``,
-    ``vision_cfg``, ``text_cfg``, optionally ``quick_gelu``, ``init_logit_scale``)."""
-    open_clip = _open_clip()
-    config = dict(config)
-    for key in ("embed_dim", "vision_cfg", "text_cfg"):
-        if key not in config:
-            raise ConfigError(f"CLIP config: missing key {key!r}")
-    allowed = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale"}
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"CLIP config: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
-    for section, cls in (("vision_cfg", open_clip.model.CLIPVisionCfg), ("text_cfg", open_clip.model.CLIPTextCfg)):
-        if not isinstance(config[section], Mapping):
-            raise ConfigError(f"CLIP config: {section} must be a mapping")
-        known = set(cls.__dataclass_fields__)
-        bad = sorted(set(config[section]) - known)
-        if bad:
-            raise ConfigError(f"CLIP config: unknown key {section}.{bad[0]}")
-    if config["text_cfg"].get("hf_model_name") or config["text_cfg"].get("hf_tokenizer_name"):
-        raise ConfigError("CLIP config: a domain CLIP uses open_clip's own text tower and tokenizer "
-                          "(no hf_model_name / hf_tokenizer_name)")
-    try:
-        return open_clip.CLIP(**copy.deepcopy(config))
-    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
-        raise ConfigError(f"CLIP config: cannot build the model: {_one_line(e)}") from None
-
-
-def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import OmegaConf
-    except ImportError:  # pragma: no cover
-        return value
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-class TextEncoder(nn.Module):
+class TextEncoder(PretrainedMixin, nn.Module):
     """An open_clip CLIP model and its tokenizer: cached text embeddings, differentiable image ones.
 
     Build one with :meth:`load` (or :meth:`from_tag`, :meth:`from_file`, :meth:`from_pretrained`,
     :meth:`from_config`). Frozen by default: no parameter wants a gradient, the model stays in
     eval mode even when a parent module calls ``.train()``, and text embeddings are cached.
-    ``frozen=False`` (training the domain CLIP) bypasses the cache.
+    ``frozen=False`` (training the domain CLIP) bypasses the cache. A domain CLIP is saved with
+    :meth:`save_pretrained` (:class:`~layout2img.io.PretrainedMixin`: ``config.json`` with the
+    ``open_clip.CLIP`` arguments and image normalisation, ``model.safetensors``).
     """
+
+    MODEL_CLASS = "TextEncoder"
+    FOLDER_KIND = "CLIP folder"
 
     def __init__(self, model: nn.Module, tokenizer, *, name: str, image_size: int | Sequence[int],
                  image_mean: Sequence[float] = OPENAI_MEAN, image_std: Sequence[float] = OPENAI_STD,
@@ -124,6 +69,10 @@ class TextEncoder(nn.Module):
         self.source: dict[str, Any] = dict(source or {})
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        #: Token ids of this many recent texts are kept (tokenising costs ~0.08 ms a text on a CPU
+        #: and does not depend on the weights): a training set's captions are tokenised once.
+        self.token_cache_size = 32768
+        self._token_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._fingerprint: str | None = None
         self.metadata: dict[str, Any] = {}
         self.frozen = False
@@ -196,9 +145,23 @@ class TextEncoder(nn.Module):
 
     # -- text --------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """(N, context_length) token ids (open_clip's tokenizer; long texts are cut)."""
+        """(N, context_length) token ids (open_clip's tokenizer; long texts are cut). Each text's
+        ids are kept (LRU, ``token_cache_size`` texts): a repeated text costs a lookup."""
         texts = self._check_texts(texts)
-        return self.tokenizer(texts).to(torch.long)
+        cache = self._token_cache
+        missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        if missing:  # one tokenizer call for the new texts; a row each, not views of the batch
+            for t, row in zip(missing, self.tokenizer(missing).to(torch.long)):
+                cache[t] = row.clone()
+        if not texts:
+            return torch.zeros(0, self.context_length, dtype=torch.long)
+        rows = []
+        for t in texts:
+            cache.move_to_end(t)
+            rows.append(cache[t])
+        while len(cache) > self.token_cache_size:
+            cache.popitem(last=False)
+        return torch.stack(rows)
 
     @staticmethod
     def _check_texts(texts) -> list[str]:
@@ -209,6 +172,11 @@ class TextEncoder(nn.Module):
             if not isinstance(t, str):
                 raise ConfigError(f"encode_text: text {i} is {type(t).__name__}, expected a string")
         return texts
+
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, embed_dim) L2-normalised embeddings of token ids (rows as :meth:`tokenize` makes
+        them), never cached: differentiable with respect to the weights when not frozen."""
+        return self._encode_tokens(tokens)
 
     def _encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self._text_features(tokens.to(self.device)).float(), dim=-1)
@@ -221,18 +189,21 @@ class TextEncoder(nn.Module):
     def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """``model.encode_text(tokens)``, computed faster for a causal text tower pooled at the
         end-of-text token: each row only runs up to that token (nothing after it can change
-        the result), rows grouped into length buckets of 8 tokens."""
+        the result), rows grouped into length buckets of 8 tokens. The token table is looked up
+        once for all buckets: in training, each lookup's gradient is a dense table-sized tensor."""
         m = self.model
         if not self._can_trim():
             return m.encode_text(tokens)
         ends = tokens.argmax(dim=-1)  # open_clip pools at the highest id, the end-of-text token
         buckets = ((ends + 8) // 8 * 8).clamp(max=tokens.shape[1])
+        lengths = buckets.unique().tolist()
+        picked = [(buckets == length).nonzero().flatten() for length in lengths]
+        trimmed = [tokens[rows, :length] for rows, length in zip(picked, lengths)]
+        embedded = m.token_embedding(torch.cat([t.flatten() for t in trimmed])).split([t.numel() for t in trimmed])
+        cast = m.transformer.get_cast_dtype()
         parts, order = [], []
-        for length in buckets.unique().tolist():
-            rows = (buckets == length).nonzero().flatten()
-            tok = tokens[rows, :length]
-            cast = m.transformer.get_cast_dtype()
-            x = m.token_embedding(tok).to(cast) + m.positional_embedding[:length].to(cast)
+        for rows, length, tok, emb in zip(picked, lengths, trimmed, embedded):
+            x = emb.view(*tok.shape, -1).to(cast) + m.positional_embedding[:length].to(cast)
             x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
             x = x[torch.arange(x.shape[0], device=x.device), ends[rows]]
             proj = m.text_projection
@@ -303,7 +274,7 @@ class TextEncoder(nn.Module):
         """A text encoder from a string: a folder (domain CLIP), ``[ARCH=]FILE`` (a local
         checkpoint; ``model_name`` or ``ARCH`` names its open_clip architecture), or
         ``NAME/TAG`` (an open_clip pretrained tag, e.g. ``ViT-B-32/openai``)."""
-        spec = _plain(spec)
+        spec = to_container(spec)
         if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
             raise ConfigError(f"text_encoder: expected a folder, a checkpoint file or NAME/TAG, got {spec!r}")
         text = str(spec).strip()
@@ -324,7 +295,7 @@ class TextEncoder(nn.Module):
                  device: str | torch.device = "cpu") -> "TextEncoder":
         """open_clip's ``create_model_and_transforms(name, pretrained=tag)``: ``'ViT-B-32/openai'``
         or ``from_tag('ViT-B-32', 'openai')``; ``hf-hub:org/repo`` works too. Downloads on first use."""
-        open_clip = _open_clip()
+        open_clip = open_clip_module()
         if spec.startswith(("hf-hub:", "local-dir:")):
             name, tag = spec, None
         elif pretrained is not None:
@@ -333,7 +304,7 @@ class TextEncoder(nn.Module):
             name, slash, tag = spec.partition("/")
             if not slash or not name or not tag:
                 raise ConfigError(f"text_encoder: {spec!r} is not a folder, a file or NAME/TAG "
-                                  "(e.g. ViT-B-32/openai); " + _ALTERNATIVES)
+                                  "(e.g. ViT-B-32/openai); " + LOAD_ALTERNATIVES)
         label = f"{name}/{tag}" if tag else name
         if tag is not None:
             if name not in open_clip.list_models():
@@ -353,9 +324,9 @@ class TextEncoder(nn.Module):
             tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
         except Exception as e:  # network, cache, hub errors: one line, with the way out
             if name.startswith("local-dir:"):
-                raise CheckpointError(f"{name[10:]}: cannot load open_clip folder: {_one_line(e)}") from None
-            raise ConfigError(f"cannot load CLIP {label!r}: no network/cache ({_one_line(e)}). "
-                              + _ALTERNATIVES) from None
+                raise CheckpointError(f"{name[10:]}: cannot load open_clip folder: {one_line(e)}") from None
+            raise ConfigError(f"cannot load CLIP {label!r}: no network/cache ({one_line(e)}). "
+                              + LOAD_ALTERNATIVES) from None
         pp = open_clip.get_model_preprocess_cfg(model)
         enc = cls(model, tokenizer, name=label, image_size=pp.get("size", model.visual.image_size),
                   image_mean=pp.get("mean", OPENAI_MEAN), image_std=pp.get("std", OPENAI_STD),
@@ -367,7 +338,7 @@ class TextEncoder(nn.Module):
                   device: str | torch.device = "cpu") -> "TextEncoder":
         """A local open_clip checkpoint (``.safetensors``, or ``.bin`` / ``.pt`` / ``.pth`` read
         with ``weights_only=True``) for the open_clip architecture ``model_name``."""
-        open_clip = _open_clip()
+        open_clip = open_clip_module()
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"text_encoder: {path}: checkpoint file not found")
@@ -381,7 +352,7 @@ class TextEncoder(nn.Module):
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"text_encoder: unknown open_clip model {model_name!r}{hint}")
         model = open_clip.create_model(model_name, pretrained=None, device="cpu")
-        state = _read_state_dict(path)
+        state = read_state_dict(path)
         try:
             if "logit_scale" in state and state["logit_scale"].dim() != model.logit_scale.dim():
                 state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
@@ -389,7 +360,7 @@ class TextEncoder(nn.Module):
             open_clip.model.resize_text_pos_embed(state, model)
             model.load_state_dict(state, strict=True)
         except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: does not fit open_clip model {model_name}: {_one_line(e)}") from None
+            raise CheckpointError(f"{path}: does not fit open_clip model {model_name}: {one_line(e)}") from None
         pp = open_clip.get_model_preprocess_cfg(model)
         enc = cls(model, open_clip.get_tokenizer(model_name), name=f"{model_name}={path}",
                   image_size=pp.get("size", model.visual.image_size), image_mean=pp.get("mean", OPENAI_MEAN),
@@ -403,8 +374,8 @@ class TextEncoder(nn.Module):
                     ) -> "TextEncoder":
         """A new (untrained) domain CLIP: ``open_clip.CLIP(**config)`` with open_clip's
         ``SimpleTokenizer``. ``config`` defaults to :data:`DEFAULT_DOMAIN_CLIP`."""
-        open_clip = _open_clip()
-        config = copy.deepcopy(_plain(dict(config)) if config is not None else DEFAULT_DOMAIN_CLIP)
+        open_clip = open_clip_module()
+        config = copy.deepcopy(to_container(dict(config)) if config is not None else DEFAULT_DOMAIN_CLIP)
         model = build_clip(config)
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(model.context_length))
         if int(model.vocab_size) != len(tokenizer.encoder):
@@ -413,30 +384,27 @@ class TextEncoder(nn.Module):
         return cls(model, tokenizer, name=name, image_size=model.visual.image_size, image_mean=image_mean,
                    image_std=image_std, source={"kind": "domain", "clip": config}, frozen=frozen)
 
-    def save_pretrained(self, save_dir: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (a domain CLIP) atomically into ``save_dir``."""
-        from safetensors.torch import save_file
-
-        from .. import __version__
-        from ..io import atomic_dir, atomic_save, atomic_write_text
-
+    # -- saving and loading (a domain CLIP; the PretrainedMixin hooks) ---------------------------
+    def pretrained_config(self) -> dict[str, Any]:
         if self.source.get("kind") != "domain":
             raise ConfigError(f"save_pretrained: only a domain CLIP is saved as a folder; {self.name!r} "
                               "is loaded by its tag or file")
-        payload = {"model_class": MODEL_CLASS, "layout2img_version": __version__, "clip": self.source["clip"],
-                   "image_mean": [float(v) for v in self.image_mean.flatten()],
-                   "image_std": [float(v) for v in self.image_std.flatten()],
-                   "tokenizer": "open_clip.SimpleTokenizer", "metadata": dict(metadata or self.metadata or {})}
-        try:
-            text = json.dumps(payload, indent=1)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"save_pretrained: metadata is not JSON-serialisable: {e}") from None
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
-        save_dir = Path(save_dir)
-        with atomic_dir(save_dir, overwrite=True) as tmp:
-            atomic_write_text(tmp / CONFIG_FILE, text + "\n")
-            atomic_save(tmp / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-        return save_dir
+        return {"clip": self.source["clip"], "image_mean": [float(v) for v in self.image_mean.flatten()],
+                "image_std": [float(v) for v in self.image_std.flatten()], "tokenizer": "open_clip.SimpleTokenizer"}
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], folder: Path) -> "TextEncoder":
+        if "clip" not in config:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: not a domain CLIP (no 'clip' section)")
+        return cls.from_config(config["clip"], image_mean=config.get("image_mean", OPENAI_MEAN),
+                               image_std=config.get("image_std", OPENAI_STD), name=str(folder))
+
+    def pretrained_state(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()  # the open_clip model's own names, as open_clip saves them
+
+    def load_pretrained_state(self, state: dict[str, torch.Tensor], where: Path) -> None:
+        check_state(where, self.model.state_dict(), state)
+        self.model.load_state_dict(state, strict=True)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "TextEncoder":
@@ -444,46 +412,6 @@ class TextEncoder(nn.Module):
 
         A folder with ``open_clip_config.json`` (open_clip's own export) is loaded by open_clip."""
         path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: CLIP folder not found")
-        if not (path / CONFIG_FILE).is_file() and (path / "open_clip_config.json").is_file():
+        if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / "open_clip_config.json").is_file():
             return cls.from_tag(f"local-dir:{path}", device=map_location)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (path / name).is_file():
-                raise CheckpointError(f"{path}: incomplete CLIP folder: missing {name}")
-        try:
-            payload = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{path / CONFIG_FILE}: malformed JSON: {_one_line(e)}") from None
-        if not isinstance(payload, dict) or payload.get("model_class") != MODEL_CLASS or "clip" not in payload:
-            raise CheckpointError(f"{path}: not a CLIP folder (config.json has no model_class "
-                                  f"{MODEL_CLASS!r}); a GAN checkpoint is not a text encoder")
-        try:
-            enc = cls.from_config(payload["clip"], image_mean=payload.get("image_mean", OPENAI_MEAN),
-                                  image_std=payload.get("image_std", OPENAI_STD), name=str(path))
-        except Layout2ImgError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        state = load_weights(path / WEIGHTS_FILE)
-        check_state(path / WEIGHTS_FILE, enc.model.state_dict(), state)
-        enc.model.load_state_dict(state, strict=True)
-        enc.metadata = dict(payload.get("metadata") or {})
-        return enc.to(map_location)
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors without unpickling anything but tensors (weights_only=True)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refusals, damaged files
-        raise CheckpointError(f"{path}: cannot read as a weights-only checkpoint: {_one_line(e)}") from None
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors")
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
-
+        return super().from_pretrained(path, map_location)

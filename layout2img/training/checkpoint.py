@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
-from ..io import atomic_dir, atomic_save, atomic_write_text
+from ..io import atomic_dir, atomic_save, atomic_write_text, read_json
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 STATE_TENSORS = "training_state.safetensors"
@@ -149,9 +149,9 @@ def load_training_state(folder: str | Path) -> dict:
     for f in (STATE_JSON, STATE_TENSORS):
         if not (folder / f).exists():
             raise CheckpointError(f"{folder}: missing {f} (not a training checkpoint)")
+    skeleton = read_json(folder / STATE_JSON, "training state", CheckpointError)
     try:
-        skeleton = json.loads((folder / STATE_JSON).read_text("utf-8"))
         tensors = load_file(str(folder / STATE_TENSORS))
-    except (json.JSONDecodeError, OSError, RuntimeError, SafetensorError) as e:
+    except (OSError, RuntimeError, SafetensorError) as e:
         raise CheckpointError(f"{folder}: unreadable training state: {str(e).splitlines()[0]}") from None
     return unflatten_state(skeleton, tensors)

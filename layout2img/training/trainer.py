@@ -25,49 +25,36 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import to_container
+from ..config import LossConfig, RunConfig, TrainConfig, to_container, validate_config
 from ..data.augment import BatchAugment
 from ..data.batch import Batch, collate
 from ..data.build import build_dataset
+from ..devices import resolve_device
 from ..errors import ConfigError, Layout2ImgError
 from ..io import atomic_write_text
-from ..losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, feature_matching_loss, kl_loss,
-                      mask_loss, r1_penalty)
-from ..models.discriminator import MultiscaleDiscriminator, ObjectDiscriminator
-from ..models.layout import crop_boxes
-from ..models.pipeline import SceneGraphToImage
-from ..models.text import CROP_MARGIN
+from ..models.discriminator import ObjectDiscriminator
+from ..models.perceptual import resolve_perceptual
+from ..models.losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, kl_loss, label_map, mask_loss,
+                             r1_penalty)
+from ..pipeline import SceneGraphToImage
 from ..vocab import Vocab
 from . import checkpoint as ckpt
+from .adversarial import ImageAdversary, build_image_discriminator
 from .distributed import DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed
 from .ema import make_ema, update_ema
 from .logging import RunLogger
-
-
-def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over dimensions, averaged over rows."""
-    kl = 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)
-    return kl.sum(dim=1).mean()
+from .styles import fit_style_clusters
+from .text_losses import text_losses
 
 
 class TrainingDiverged(Layout2ImgError):
     """A loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but no CUDA device is available (use device=cpu or auto)")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ConfigError(f"device={name!r}: expected auto, cpu or cuda[:N]")
-    return torch.device(name)
 
 
 def _infinite_loader(loader: DataLoader, sampler: ResumableSampler, epoch: int, position: int):
@@ -82,12 +69,26 @@ def _infinite_loader(loader: DataLoader, sampler: ResumableSampler, epoch: int, 
         epoch, position = epoch + 1, 0
 
 
+AMP_MODES = ("auto", "bf16", "fp32")
+
+
 class Trainer:
-    """Build everything a config describes and train it: ``Trainer(cfg).fit()``."""
+    """Build everything a config describes and train it: ``Trainer(cfg).fit()``.
+
+    ``cfg``: a :class:`~layout2img.config.RunConfig` from :func:`~layout2img.config.load_config`
+    (any other mapping is checked against the schema first).
+    """
 
     def __init__(self, cfg):
+        if not (isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is RunConfig):
+            cfg = validate_config(cfg)
         self.cfg = cfg
-        self.train_cfg = cfg.get("train", {})
+        # typed copies of the sections each step reads (plain dataclasses: cheap attribute access)
+        self.train_opts: TrainConfig = OmegaConf.to_object(cfg.train)
+        self.loss_weights: LossConfig = OmegaConf.to_object(cfg.loss)
+        tr = self.train_opts
+        if tr.amp not in AMP_MODES:
+            raise ConfigError(f"train.amp: expected {', '.join(AMP_MODES)}, got {tr.amp!r}")
         self.device = resolve_device(str(cfg.device))
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -105,58 +106,54 @@ class Trainer:
         barrier(self.dist)  # rank 0 prepares (e.g. writes Shapes) before the others read
         if not self.dist.is_main:
             self.train_set = build_dataset(data_cfg, "train", seed=seed)
-        self.val_set = build_dataset(data_cfg, "val", seed=seed) if data_cfg.get("val") is not None else None
+        self.val_set = build_dataset(data_cfg, "val", seed=seed) if cfg.data.val is not None else None
         self.vocab: Vocab = self.train_set.vocab
         self.sampler = ResumableSampler(len(self.train_set), seed, self.dist.rank, self.dist.world_size)
         per_rank_batch = int(cfg.batch_size) // self.dist.world_size
         if per_rank_batch < 1:
             raise ConfigError(f"batch_size={cfg.batch_size} is smaller than the number of processes")
-        workers = int(data_cfg.get("num_workers", 0))
+        workers = cfg.data.num_workers
         self.loader = DataLoader(
             self.train_set, batch_size=per_rank_batch, sampler=self.sampler, collate_fn=collate,
             num_workers=workers, drop_last=True, pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
-        self.augment = BatchAugment(self.vocab, hflip=float(data_cfg.get("hflip", 0.5))).to(self.device)
+        self.augment = BatchAugment(self.vocab, hflip=cfg.data.hflip).to(self.device)
 
         # -- models ----------------------------------------------------------------------------
         model_cfg = to_container(cfg.model)
         model_cfg["vocab"] = self.vocab.to_dict()
         self.model = SceneGraphToImage(**model_cfg).to(self.device)
-        self.text_dropout = float(self.train_cfg.get("text_dropout", 0.0) or 0.0)
+        self.text_dropout = tr.text_dropout
         if not 0.0 <= self.text_dropout <= 1.0:
             raise ConfigError(f"train.text_dropout: expected a probability in [0, 1], got {self.text_dropout}")
         # the discriminators see text only when the model can encode the batches' texts
         text_dim = self.model.text_dim if self.model.text_encoder is not None else 0
-        init_from = self.train_cfg.get("init_from")
-        if init_from:
-            self._init_weights_from(Path(str(init_from)))
+        if tr.init_from:
+            self._init_weights_from(Path(tr.init_from))
         # channels_last: faster convolutions with oneDNN on CPUs and tensor cores on GPUs
-        self.channels_last = bool(self.train_cfg.get("channels_last", True))
+        self.channels_last = tr.channels_last
         if self.channels_last:
             self.model.generator.to(memory_format=torch.channels_last)
-        self.ema = make_ema(self.model, float(self.train_cfg.get("ema_decay", 0.999)))
-        dcfg = to_container(cfg.get("discriminator", {})) or {}
-        image_d_cfg = dict(dcfg.get("image", {}))
-        self.d_image = MultiscaleDiscriminator(
-            in_channels=self.model.discriminator_layout_channels + 3, text_dim=text_dim, **image_d_cfg).to(self.device)
-        obj_cfg = dcfg.get("object")
+        self.ema = make_ema(self.model, tr.ema_decay)
+        dcfg = to_container(cfg.discriminator)
+        self.d_image = build_image_discriminator(dcfg, self.vocab.num_objects, self.model.discriminator_layout_channels,
+                                                 text_dim).to(self.device)
         self.d_object = (ObjectDiscriminator(num_classes=self.vocab.num_objects, text_dim=text_dim,
-                                             **obj_cfg).to(self.device)
-                         if obj_cfg else None)
+                                             **dcfg["object"]).to(self.device)
+                         if dcfg["object"] is not None else None)
         if self.channels_last:
             self.d_image.to(memory_format=torch.channels_last)
-        lcfg = to_container(cfg.get("loss", {})) or {}
-        self.lcfg = lcfg
-        self.gan = GANLoss(lcfg.get("gan_mode", "hinge"))
-        backbone = lcfg.get("perceptual", "none")
+        lw = self.loss_weights
+        self.gan = GANLoss(lw.gan_mode)
+        backbone = resolve_perceptual(lw.perceptual)
         self.perceptual = (PerceptualLoss(backbone).to(self.device)
-                           if backbone != "none" and float(lcfg.get("lambda_perceptual", 0)) > 0 else None)
+                           if backbone != "none" and lw.lambda_perceptual > 0 else None)
 
         d_params = list(self.d_image.parameters()) + (list(self.d_object.parameters()) if self.d_object else [])
-        betas = tuple(self.train_cfg.get("betas", (0.0, 0.99)))
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=float(self.train_cfg.get("lr_g", 2e-4)), betas=betas)
-        self.opt_d = torch.optim.Adam(d_params, lr=float(self.train_cfg.get("lr_d", 2e-4)), betas=betas)
+        betas = tuple(tr.betas)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=tr.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(d_params, lr=tr.lr_d, betas=betas)
         self.g_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -169,12 +166,16 @@ class Trainer:
             if self.d_object:
                 self.d_object = DDP(self.d_object, device_ids=ids)
 
-        amp = str(self.train_cfg.get("amp", "auto"))
-        use_bf16 = amp == "bf16" or (amp == "auto" and self.device.type == "cuda")
+        use_bf16 = tr.amp == "bf16" or (tr.amp == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
         self.noise = torch.Generator(device="cpu").manual_seed(seed * 7919 + self.dist.rank)
+        self.adversary = ImageAdversary(dcfg["kind"], self.gan, lw.lambda_feat, lw.lambda_labelmix, tr.diffaugment,
+                                        self.noise)
         self.step, self.epoch, self.position = 0, 0, 0
         self.logger = RunLogger(self.out_dir, enabled=self.dist.is_main, vocab=self.vocab)
+        if lw.perceptual == "auto" and lw.lambda_perceptual > 0:
+            self.logger.info(f"perceptual loss: {backbone}" + (" (no VGG19 weights in the torch hub cache; see README)"
+                                                              if backbone == "none" else ""))
 
     def _init_weights_from(self, folder: Path) -> None:
         """Copy a checkpoint's model weights into the new model; tensors the checkpoint lacks (the
@@ -196,14 +197,14 @@ class Trainer:
     # -- schedule ------------------------------------------------------------------------------
     def stage(self) -> str:
         """'global' while the global generator trains alone at reduced resolution, else 'full'."""
-        return "global" if self.step < int(self.train_cfg.get("global_steps", 0)) else "full"
+        return "global" if self.step < self.train_opts.global_steps else "full"
 
     def _set_generator_trainable(self) -> None:
         g = self.model.generator
         if not hasattr(g, "local_parameters"):
             return
-        start = int(self.train_cfg.get("global_steps", 0))
-        frozen = self.stage() == "full" and self.step < start + int(self.train_cfg.get("fix_global_steps", 0))
+        start = self.train_opts.global_steps
+        frozen = self.stage() == "full" and self.step < start + self.train_opts.fix_global_steps
         for p in g.global_parameters():
             p.requires_grad_(not frozen)
 
@@ -241,11 +242,11 @@ class Trainer:
     def save(self) -> Path | None:
         if not self.dist.is_main:
             return None
-        meta = {"training_step": self.step, "config_path": str(self.cfg.get("config_path", ""))}
+        meta = {"training_step": self.step, "config_path": str(self.cfg.config_path or "")}
         return ckpt.save_checkpoint(
             self.ckpt_root, self.step,
             lambda folder: self.ema.module.save_pretrained(folder, metadata=meta),
-            self.state(), keep_last=int(self.cfg.get("keep_last", 3)),
+            self.state(), keep_last=self.cfg.keep_last,
         )
 
     def maybe_resume(self) -> None:
@@ -273,7 +274,7 @@ class Trainer:
         return m.module if isinstance(m, DDP) else m
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        lc, stage = self.lcfg, self.stage()
+        lc, stage = self.loss_weights, self.stage()
         self._set_generator_trainable()
         d_image, d_object = self._unwrapped(self.d_image), self._unwrapped(self.d_object)
         keep = batch.objs != 0  # __image__ is not an object to discriminate or regress
@@ -302,59 +303,57 @@ class Trainer:
             d_image.requires_grad_(False)
             if d_object is not None:
                 d_object.requires_grad_(False)
-            d_fake_g = d_image(torch.cat([cond, fake], 1), text_emb=d_text)
-            losses: dict[str, torch.Tensor] = {"g_gan": self.gan.g_loss(d_fake_g)}
-            lam = float(lc.get("lambda_feat", 10))
-            if lam > 0:
-                with torch.no_grad():
-                    d_real_feats = d_image(torch.cat([cond, real], 1), text_emb=d_text)
-                losses["g_feat"] = feature_matching_loss(d_real_feats, d_fake_g, lambda_feat=lam)
-            if float(lc.get("lambda_l1", 0)) > 0:
-                losses["g_l1"] = float(lc["lambda_l1"]) * (fake.float() - real.float()).abs().mean()
+            labels = label_map(out.layout.instances, batch.objs)  # per-pixel classes (segmentation D)
+            if labels.shape[-1] != fake.shape[-1]:
+                labels = F.interpolate(labels[:, None].float(), size=fake.shape[-2:], mode="nearest")[:, 0].long()
+            losses: dict[str, torch.Tensor] = self.adversary.generator_losses(d_image, cond, real, fake, labels, d_text)
+            if lc.lambda_l1 > 0:
+                losses["g_l1"] = lc.lambda_l1 * (fake.float() - real.float()).abs().mean()
             if self.perceptual is not None:
-                losses["g_perceptual"] = float(lc["lambda_perceptual"]) * self.perceptual(fake, real)
+                losses["g_perceptual"] = lc.lambda_perceptual * self.perceptual(fake, real)
             if d_object is not None and keep.any():
                 score_f, cls_f = d_object(fake, boxes, obj_to_img, text_emb=d_obj_text)
-                losses["g_obj"] = float(lc.get("lambda_obj", 1.0)) * self.gan.g_loss(score_f)
-                losses["g_obj_aux"] = float(lc.get("lambda_aux", 1.0)) * aux_class_loss(cls_f, objs)
-            if float(lc.get("lambda_box", 1.0)) > 0:
-                losses["box"] = float(lc.get("lambda_box", 1.0)) * box_loss(out.boxes_pred[keep], boxes)
-            if batch.masks is not None and float(lc.get("lambda_mask", 1.0)) > 0:
-                losses["mask"] = float(lc.get("lambda_mask", 1.0)) * mask_loss(out.mask_logits[keep], batch.masks[keep])
-            if out.style_mu is not None and float(lc.get("lambda_kl", 0.01)) > 0:
-                losses["kl"] = float(lc.get("lambda_kl", 0.01)) * kl_loss(out.style_mu, out.style_logvar)
+                losses["g_obj"] = lc.lambda_obj * self.gan.g_loss(score_f)
+                losses["g_obj_aux"] = lc.lambda_aux * aux_class_loss(cls_f, objs)
+            if out.layout_sample is not None:  # the layout sampler: box, mask, KL and relation terms
+                losses.update(self.model.layout_predictor.losses(
+                    out.layout_sample, batch.boxes, batch.triples, self.vocab.predicate_names, gt_masks=batch.masks,
+                    objs=batch.objs, beta=lc.lambda_layout_kl, lambda_prior=lc.lambda_layout_prior,
+                    lambda_box=lc.lambda_box, lambda_relation=lc.lambda_layout_relation, lambda_mask=lc.lambda_mask))
+            else:
+                if lc.lambda_box > 0:
+                    losses["box"] = lc.lambda_box * box_loss(out.boxes_pred[keep], boxes)
+                if batch.masks is not None and lc.lambda_mask > 0:
+                    losses["mask"] = lc.lambda_mask * mask_loss(out.mask_logits[keep], batch.masks[keep])
+            if out.style_mu is not None and lc.lambda_kl > 0:
+                losses["kl"] = lc.lambda_kl * kl_loss(out.style_mu, out.style_logvar)
             if texts is not None:
-                losses.update(self._text_losses(out, fake, batch, texts, keep))
+                losses.update(text_losses(self.model.text_encoder, out, fake, batch, texts, keep, lc))
             g_total = sum(losses.values())
         d_image.requires_grad_(True)
         if d_object is not None:
             d_object.requires_grad_(True)
         self.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
-        clip = float(self.train_cfg.get("grad_clip", 0) or 0)
+        clip = self.train_opts.grad_clip
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
 
         # Discriminator losses: one forward over real and (detached) fake together per
         # discriminator, so DDP sees exactly one forward and one backward.
-        r1_gamma = float(self.train_cfg.get("r1_gamma", 0) or 0)
-        r1_every = int(self.train_cfg.get("r1_every", 16))
+        r1_gamma, r1_every = self.train_opts.r1_gamma, self.train_opts.r1_every
         do_r1 = r1_gamma > 0 and self.step % r1_every == 0
         b = real.shape[0]
         with self.autocast():
-            real_in = torch.cat([cond, real.detach()], 1).requires_grad_(do_r1)
-            both = self.d_image(torch.cat([real_in, torch.cat([cond, fake.detach()], 1)], 0),
-                                text_emb=d_text.repeat(2, 1) if d_text is not None else None)
-            d_real = [[f[:b] for f in scale] for scale in both]
-            d_fake = [[f[b:] for f in scale] for scale in both]
-            d_losses = {"d_gan": self.gan.d_loss(d_real, d_fake)}
+            d_losses, d_real, real_in = self.adversary.discriminator_losses(self.d_image, cond, real, fake, labels,
+                                                                            d_text, do_r1)
             if self.d_object is not None and keep.any():
                 n = boxes.shape[0]
                 score, cls = self.d_object(torch.cat([real, fake.detach()], 0), boxes.repeat(2, 1),
                                            torch.cat([obj_to_img, obj_to_img + b]),
                                            text_emb=d_obj_text.repeat(2, 1) if d_obj_text is not None else None)
-                d_losses["d_obj"] = float(lc.get("lambda_obj", 1.0)) * self.gan.d_loss(score[:n], score[n:])
-                d_losses["d_obj_aux"] = float(lc.get("lambda_aux", 1.0)) * aux_class_loss(cls[:n], objs)
+                d_losses["d_obj"] = lc.lambda_obj * self.gan.d_loss(score[:n], score[n:])
+                d_losses["d_obj_aux"] = lc.lambda_aux * aux_class_loss(cls[:n], objs)
             if do_r1:
                 d_losses["d_r1"] = r1_gamma * r1_every * r1_penalty(d_real, real_in)
             d_total = sum(d_losses.values())
@@ -377,32 +376,17 @@ class Trainer:
         self._last_out = out
         return values
 
-    def _text_losses(self, out, fake: torch.Tensor, batch: Batch, texts, keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The text style prior's fit and the optional CLIP loss (both 0-weight switchable)."""
-        lc, losses = self.lcfg, {}
-        lam_prior = float(lc.get("lambda_prior", 1.0))
-        if lam_prior > 0 and out.prior_mu is not None and out.style_mu is not None and bool(out.prior_mask.any()):
-            rows = out.prior_mask
-            losses["prior"] = lam_prior * gaussian_kl(out.style_mu[rows].detach().float(),
-                                                      out.style_logvar[rows].detach().float(),
-                                                      out.prior_mu[rows], out.prior_logvar[rows])
-        lam_clip = float(lc.get("lambda_clip", 0.0) or 0.0)
-        if lam_clip > 0:
-            enc = self.model.text_encoder
-            terms = []
-            if bool(texts.text_mask.any()):
-                rows = texts.text_mask.nonzero().flatten()
-                sim = (enc.encode_image(fake[rows].float()) * texts.text_emb[rows]).sum(dim=1)
-                terms.append(1 - sim)
-            obj_rows = (texts.obj_text_mask & keep).nonzero().flatten()
-            if obj_rows.numel() > 0:
-                crops = crop_boxes(fake.float(), batch.boxes[obj_rows], batch.obj_to_img[obj_rows], enc.image_size,
-                                   margin=CROP_MARGIN)
-                sim = (enc.encode_image(crops) * texts.obj_text_emb[obj_rows]).sum(dim=1)
-                terms.append(1 - sim)
-            if terms:
-                losses["clip"] = lam_clip * torch.cat(terms).mean()
-        return losses
+    def fit_styles(self) -> dict:
+        """Fit the per-class style clusters on the EMA model's codes of the train split (the
+        weights that are published) and copy them into the raw model too, so the next EMA update
+        keeps them. Returns the fit's summary."""
+        summary = fit_style_clusters(self.ema.module, self.train_set, max_images=self.train_opts.fit_styles,
+                                     seed=int(self.cfg.seed), progress=self.dist.is_main)
+        if self.model.style_clusters is not None:
+            self.model.style_clusters.load_state_dict(self.ema.module.style_clusters.state_dict())
+        self.logger.info(f"style clusters fitted on {summary['objects']} objects of {summary['images']} train "
+                         f"images ({summary['classes']} classes)")
+        return summary
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> Path | None:
@@ -411,10 +395,8 @@ class Trainer:
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
-        max_steps = int(self.cfg.max_steps)
-        every = int(self.cfg.checkpoint_every)
-        log_every = int(self.cfg.get("log_every", 10))
-        sample_every = int(self.cfg.get("sample_every", every))
+        max_steps, every = self.cfg.max_steps, self.cfg.checkpoint_every
+        log_every, sample_every = self.cfg.log_every, self.cfg.sample_every
         data = _infinite_loader(self.loader, self.sampler, self.epoch, self.position)
         bar = tqdm(total=max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not self.dist.is_main)
@@ -437,6 +419,8 @@ class Trainer:
                     if self.step % log_every == 0 or self.step == max_steps:
                         self.logger.scalars(self.step, {**{f"loss/{k}": v for k, v in values.items()},
                                                         "speed/img_per_s": rate})
+                    if self.step == max_steps and self.train_opts.fit_styles > 0:
+                        self.fit_styles()
                     if self.step % sample_every == 0 or self.step == max_steps:
                         self.logger.samples(self.step, self.ema.module, batch, self._last_out, self.val_set)
                 if self.step % every == 0 or self.step == max_steps:

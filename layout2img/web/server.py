@@ -1,42 +1,46 @@
 """``layout2img serve``: a JSON API and one static page around a loaded model.
 
-    GET  /               the editor page (``static/index.html``, ``app.js``, ``style.css``)
-    GET  /api/info       vocabulary, image size, whether text is supported, limits
-    POST /api/generate   {"graph": {...}, "seed": 0, "style_seeds": [...]}
-                         -> {"image": "data:image/png;base64,...", "layout_image": ..., "boxes": ...}
+    GET  /                      the editor page (``static/index.html``, ``app.js``, ``style.css``)
+    GET  /api/info              vocabulary, image size, style clusters, whether text and region editing work
+    GET  /api/styles?object=C   class C's style clusters: {"clusters": [{"index", "code", "color"}, ...]}
+    POST /api/generate          {"graph": {...}, "seed": 0, "layout_seed": 0, "style_seeds": [...],
+                                 "style_codes": [...]}
+                                -> {"image": "data:image/png;base64,...", "layout_image": ..., "boxes": ...}
+    POST /api/edit              a scene as above + {"text", "negatives", "target"} -> 202 {"job": ID, ...}
+    GET  /api/edit/ID           the edit's state and progress; when done its image and style codes
+    POST /api/edit/ID/cancel    stop the edit
 
-The graph is the sg2im form; its ``boxes`` may hold ``null`` for objects whose box is
-predicted (the page pins a box when the user drags it). ``style_seeds`` gives each object
-its own style code, so one object can be restyled while the others keep theirs.
-
-Every model call holds one lock (requests take turns on the model); at most ``MAX_WAITING``
-generate requests wait for it, more get 429. Bodies over ``MAX_BODY`` get 413, malformed JSON
-or graphs 400 with the validator's lines, unknown paths 404; an unexpected failure is a 500
-for that request only. The server binds 127.0.0.1 unless told otherwise and, when bound to a
-loopback address, answers only requests addressed to a loopback name (a page on another site
-cannot reach it through DNS rebinding) and only JSON POSTs (which browsers do not send
-cross-site without a CORS preflight that this server never grants).
+The scene a request describes is parsed by :mod:`.service`; edit jobs are :mod:`.edits`. Generate
+requests and edit steps take turns on the model; at most ``MAX_WAITING`` generate requests wait,
+more get 429, as do edits beyond ``max_edits`` running plus ``edit_queue`` waiting. Bodies over
+``MAX_BODY`` get 413, malformed JSON or graphs 400 with the validator's lines, unknown paths 404;
+an unexpected failure is a 500 for that request only. The server binds 127.0.0.1 unless told
+otherwise and, when bound to a loopback address, answers only requests addressed to a loopback
+name (a page on another site cannot reach it through DNS rebinding) and only JSON POSTs (which
+browsers do not send cross-site without a CORS preflight that this server never grants).
 """
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
-import io
-import ipaddress
 import json
+import re
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections import Counter, OrderedDict
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConfigError, GraphError, Layout2ImgError
+from ..errors import ConfigError, Layout2ImgError
+from ..io import parse_json
+from ..generate import STYLE_CHOICES
+from .edits import MAX_RESTARTS, MAX_STEPS, EditJobs, check_edit_options
+from .protocol import RequestError, host_name, is_loopback
+from .service import MAX_BODY, MAX_WAITING, ModelService
 
 STATIC_DIR = Path(__file__).with_name("static")
 #: URL path -> (file in static/, content type). Nothing else is served from disk.
@@ -44,258 +48,18 @@ STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/edit.js": ("edit.js", "text/javascript; charset=utf-8"),
+    "/styles.js": ("styles.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-MAX_BODY = 64 * 1024
 #: A refused body up to this size is read and dropped so the client gets the answer (see _discard_body).
 DRAIN_LIMIT = 4 * 1024 * 1024
-MAX_WAITING = 16
-MAX_SEED = 2**63 - 1
-REQUEST_FIELDS = ("graph", "seed", "style_seeds")
-#: Side of the layout pictures the page shows under its boxes.
-PICTURE_SIDE = 256
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+MAX_EDITS = 1
+EDIT_QUEUE = 2
+#: /api/edit/ID and /api/edit/ID/cancel (IDs are 16 hex digits; anything else is simply not found).
+EDIT_JOB_PATH = re.compile(r"/api/edit/([^/]{1,64})(/cancel)?")
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
                            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status, one line, and optionally every problem."""
-
-    def __init__(self, status: int, message: str, lines: list[str] | None = None,
-                 headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message = int(status), message
-        self.lines = list(lines or [])
-        self.headers = dict(headers or {})
-
-
-def _png_data_url(image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _seed(v: Any, what: str) -> int:
-    if not _is_int(v) or not 0 <= v <= MAX_SEED:
-        raise RequestError(400, f"{what} must be an integer between 0 and 2**63-1, got {json.dumps(v)[:40]}")
-    return v
-
-
-def _valid_box(box) -> list[float]:
-    """A predicted box as a valid graph box (clamped to [0, 1], at least 1e-3 wide and high)."""
-    x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in box)
-    x0, y0 = min(x0, 1 - 1e-3), min(y0, 1 - 1e-3)
-    return [x0, y0, max(x1, x0 + 1e-3), max(y1, y0 + 1e-3)]
-
-
-class ModelService:
-    """A model behind one lock, and the logic of the API's requests (no HTTP here)."""
-
-    def __init__(self, model, max_objects: int | None = None, checkpoint: str | None = None,
-                 max_waiting: int = MAX_WAITING):
-        from ..graph import DEFAULT_MAX_OBJECTS
-
-        self.model = model
-        self.checkpoint = checkpoint
-        self.max_objects = DEFAULT_MAX_OBJECTS if max_objects is None else max_objects
-        self.max_waiting = max_waiting
-        self.lock = threading.Lock()
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
-        self._predicted: OrderedDict[str, list[list[float]]] = OrderedDict()  # graph structure -> boxes
-
-    @property
-    def has_text(self) -> bool:
-        return self.model.text_encoder is not None
-
-    def info(self) -> dict:
-        from .. import __version__
-        from ..vocab import IMAGE_OBJECT, IN_IMAGE
-
-        vocab = self.model.vocab
-        return {
-            "name": "layout2img", "version": __version__, "checkpoint": self.checkpoint,
-            "training_step": self.model.metadata.get("training_step"),
-            "vocab": vocab.name,
-            "objects": [n for n in vocab.object_names if n != IMAGE_OBJECT],
-            "predicates": [p for p in vocab.predicate_names if p != IN_IMAGE],
-            "image_size": self.model.image_size,
-            "style": self.model.style_dim > 0,
-            "text": self.has_text,
-            "text_reason": None if self.has_text else "this model has no text encoder (it was trained without text)",
-            "region_edit": False,
-            "region_edit_reason": "region editing with text is not available in this version",
-            "max_objects": self.max_objects, "max_body": MAX_BODY,
-        }
-
-    # -- /api/generate -------------------------------------------------------------------------
-    def parse(self, request: Any):
-        """(graph without boxes, pinned boxes or None, seed, style seeds or None, warnings)."""
-        from ..graph import validate_data
-
-        if not isinstance(request, dict):
-            raise RequestError(400, "the request must be a JSON object with a 'graph'")
-        unknown = [k for k in request if k not in REQUEST_FIELDS]
-        if unknown:
-            raise RequestError(400, f"unknown field {unknown[0]!r} (known: {', '.join(REQUEST_FIELDS)})")
-        if "graph" not in request:
-            raise RequestError(400, "missing 'graph' (a scene graph in sg2im form)")
-        data = request["graph"]
-        if not isinstance(data, dict):
-            raise RequestError(400, "'graph' must be one scene graph (a JSON object with 'objects')")
-        seed = _seed(request.get("seed", 0), "'seed'")
-        data = dict(data)
-        boxes = data.pop("boxes", None)  # may hold nulls here: checked on their own below
-        warnings: list[str] = []
-        graphs, errors = validate_data(data, self.model.vocab, self.max_objects, source="request",
-                                       warnings=warnings)
-        if errors:
-            raise RequestError(400, errors[0], errors)
-        graph = graphs[0]
-        n = graph.num_objects
-        pinned = None
-        if boxes is not None:
-            if not isinstance(boxes, list) or len(boxes) != n:
-                raise RequestError(400, f"request: graph 0: 'boxes' must be a list with one box or null per "
-                                        f"object ({n})")
-            errors = []
-            for i, box in enumerate(boxes):
-                if box is not None:
-                    try:
-                        graph.set_box(i, box)
-                    except GraphError as e:
-                        errors.append(str(e))
-            if errors:
-                raise RequestError(400, errors[0], errors)
-            pinned = graph.boxes
-            for i in range(n):
-                graph.set_box(i, None)
-        style_seeds = request.get("style_seeds")
-        if style_seeds is not None:
-            if not isinstance(style_seeds, list) or len(style_seeds) != n:
-                raise RequestError(400, f"'style_seeds' must be a list with one integer per object ({n})")
-            style_seeds = [_seed(s, f"style_seeds[{i}]") for i, s in enumerate(style_seeds)]
-        if not self.has_text:
-            texts = [t for t in graph.descriptions if t is not None and t.strip()]
-            if (graph.caption or "").strip() or texts:
-                what = "a caption" if (graph.caption or "").strip() else "object descriptions"
-                raise RequestError(400, f"this model has no text encoder: {what} cannot be used "
-                                        f"(remove the text, or serve a model trained with text)")
-            # empty text fields mean nothing: drop them rather than refuse
-            graph.caption = None
-            for i in range(n):
-                graph.set_description(i, None)
-        return graph, pinned, seed, style_seeds, warnings
-
-    def generate(self, request: Any) -> dict:
-        graph, pinned, seed, style_seeds, warnings = self.parse(request)
-        with self._turn():
-            started = time.perf_counter()
-            result, boxes = self._run(graph, pinned, seed, style_seeds)
-            return self._response(graph, result, boxes, pinned, seed, style_seeds, warnings,
-                                  time.perf_counter() - started)
-
-    @contextlib.contextmanager
-    def _turn(self):
-        """Hold the model lock; refuse (429) rather than queue without bound."""
-        with self._waiting_lock:
-            if self._waiting >= self.max_waiting:
-                raise RequestError(429, "the server is busy (too many requests waiting); try again",
-                                   headers={"Retry-After": "1"})
-            self._waiting += 1
-        try:
-            with self.lock:
-                yield
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
-
-    def _structure_key(self, graph) -> str:
-        return json.dumps([graph.objects, graph.relationships, graph.descriptions, graph.caption])
-
-    def _run(self, graph, pinned, seed: int, style_seeds):
-        """Generate under the lock; boxes the user pinned are kept, the others predicted."""
-        from ..generate import object_style_codes
-
-        codes = None if style_seeds is None else object_style_codes(self.model, graph.objects, style_seeds)
-        kwargs = {"seed": seed, "return_output": True, "style_codes": None if codes is None else [codes]}
-        n = graph.num_objects
-        key = self._structure_key(graph)
-        if pinned is not None and any(b is None for b in pinned):
-            # Box prediction does not depend on given boxes, so the free objects get the boxes they
-            # would get with no pins at all: cached from the last request with this structure.
-            predicted = self._predicted.get(key)
-            if predicted is None:
-                out = self.model.generate([graph], **kwargs)
-                predicted = self._remember(key, out.boxes[:n])
-            filled = graph.copy()
-            for i in range(n):
-                filled.set_box(i, pinned[i] if pinned[i] is not None else _valid_box(predicted[i]))
-            graph = filled
-        elif pinned is not None:
-            graph = graph.copy()
-            for i in range(n):
-                graph.set_box(i, pinned[i])
-        out = self.model.generate([graph], **kwargs)
-        if graph.boxes is None:
-            self._remember(key, out.boxes[:n])
-        return out, out.boxes[:n].cpu()
-
-    def _remember(self, key: str, boxes) -> list[list[float]]:
-        value = boxes.detach().cpu().tolist()
-        self._predicted[key] = value
-        self._predicted.move_to_end(key)
-        while len(self._predicted) > 128:
-            self._predicted.popitem(last=False)
-        return value
-
-    def _response(self, graph, out, boxes, pinned, seed, style_seeds, warnings, seconds) -> dict:
-        from ..generate import layout_picture, to_image
-        from ..visualize import draw_layout, label_color
-
-        n = graph.num_objects
-        masks = out.masks[:n].detach().cpu()
-        colors = [label_color(name) for name in graph.objects]
-        shapes = draw_layout(None, boxes, labels=None, masks=masks, colors=colors, width=0, size=PICTURE_SIDE,
-                             min_side=PICTURE_SIDE, mask_alpha=0.55)
-        return {
-            "image": _png_data_url(to_image(out.images[0])),
-            "layout_image": _png_data_url(layout_picture(boxes, masks, graph.objects, PICTURE_SIDE)),
-            "masks_image": _png_data_url(shapes),
-            "boxes": [[round(float(v), 4) for v in b] for b in boxes.tolist()],
-            "pinned": [b is not None for b in pinned] if pinned is not None else [False] * n,
-            "colors": ["#%02x%02x%02x" % c for c in colors],
-            "objects": graph.objects,
-            "seed": seed,
-            "style_seeds": style_seeds,
-            "warnings": warnings,
-            "ms": round(seconds * 1000, 1),
-        }
-
-
-# -- HTTP ------------------------------------------------------------------------------------
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_name(header: str) -> str:
-    """The host name of a Host header or an Origin URL, without the port."""
-    if "://" in header:
-        return (urlsplit(header).hostname or "").lower()
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].split("]", 1)[0]
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -343,10 +107,26 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     name, kind = STATIC_FILES[path]
                     self._send(200, self.server.static[name], kind, head=method == "HEAD")
+            elif path == "/api/styles":
+                self._require(method, path, "GET")
+                name = parse_qs(urlsplit(self.path).query).get("object", [None])[0]
+                self._send_json(200, self.server.service.styles(name), head=method == "HEAD")
             elif path == "/api/generate":
-                if method != "POST":
-                    raise RequestError(405, f"{method} {path}: use POST", headers={"Allow": "POST"})
+                self._require(method, path, "POST")
                 self._send_json(200, self.server.service.generate(self._read_json()))
+            elif path == "/api/edit":
+                self._require(method, path, "POST")
+                self._send_json(202, self.server.jobs.submit(self._read_json()))
+            elif (match := EDIT_JOB_PATH.fullmatch(path)) is not None:
+                job_id, cancel = match.groups()
+                if cancel:
+                    self._require(method, path, "POST")
+                    if self._read_json() != {}:
+                        raise RequestError(400, f"{path}: send an empty JSON object ({{}}) to cancel")
+                    self._send_json(200, self.server.jobs.cancel(job_id))
+                else:
+                    self._require(method, path, "GET")
+                    self._send_json(200, self.server.jobs.get(job_id), head=method == "HEAD")
             else:
                 raise RequestError(404, f"{path[:200]}: not found")
         except RequestError as e:
@@ -359,14 +139,20 @@ class Handler(BaseHTTPRequestHandler):
             self.server.log_error_text(traceback.format_exc())
             self._send_error(500, "internal error while handling the request (see the server's log)")
 
+    @staticmethod
+    def _require(method: str, path: str, allowed: str) -> None:
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            allow = "GET, HEAD" if allowed == "GET" else allowed
+            raise RequestError(405, f"{method} {path}: use {allowed}", headers={"Allow": allow})
+
     def _check_host(self) -> None:
         if not self.server.loopback_only:
             return
         host = self.headers.get("Host")
-        if host is not None and not _is_loopback(_host_name(host)):
+        if host is not None and not is_loopback(host_name(host)):
             raise RequestError(403, f"Host {host[:100]!r} is not allowed (this server answers loopback names only)")
         origin = self.headers.get("Origin")
-        if origin is not None and origin != "null" and not _is_loopback(_host_name(origin)):
+        if origin is not None and origin != "null" and not is_loopback(host_name(origin)):
             raise RequestError(403, f"Origin {origin[:100]!r} is not allowed")
 
     def _read_json(self) -> Any:
@@ -394,16 +180,7 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(408, "timed out reading the request body") from None
         if len(body) < size:
             raise RequestError(400, f"request body ended after {len(body)} of {size} bytes")
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise RequestError(400, f"request body is not UTF-8 (byte {e.start})") from None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise RequestError(400, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-        except (RecursionError, ValueError) as e:
-            raise RequestError(400, f"malformed JSON: {str(e)[:100] or 'nested too deeply'}") from None
+        return parse_json(body, "request body", "the request", error=lambda message: RequestError(400, message))
 
     # -- answers -------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, kind: str, head: bool = False,
@@ -470,14 +247,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class EditorServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that holds the service, its static files and a tally of statuses."""
+    """A ThreadingHTTPServer that holds the service, its edit jobs, its static files and a tally
+    of statuses."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
     def __init__(self, address, service: ModelService, quiet: bool = False, log=None,
-                 max_body: int = MAX_BODY):
+                 max_body: int = MAX_BODY, max_edits: int = MAX_EDITS, edit_queue: int = EDIT_QUEUE,
+                 edit_defaults: dict | None = None):
         self.service = service
         self.quiet = quiet
         self.max_body = max_body
@@ -485,16 +264,23 @@ class EditorServer(ThreadingHTTPServer):
         self.statuses: Counter[int] = Counter()
         self._log_lock = threading.Lock()
         self.static = {name: (STATIC_DIR / name).read_bytes() for name, _ in set(STATIC_FILES.values())}
+        # before binding: a failed bind calls server_close, which closes the jobs
+        self.jobs = EditJobs(service, max_running=max_edits, max_queued=edit_queue, defaults=edit_defaults,
+                             log_error=self.log_error_text)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
-        self.loopback_only = _is_loopback(address[0])
+        self.loopback_only = is_loopback(address[0])
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}/"
+
+    def server_close(self) -> None:
+        self.jobs.close()
+        super().server_close()
 
     def record(self, status: int, line: str) -> None:
         with self._log_lock:
@@ -514,12 +300,27 @@ class EditorServer(ThreadingHTTPServer):
 
 
 def make_server(model, host: str = "127.0.0.1", port: int = 7860, *, checkpoint: str | None = None,
-                quiet: bool = False, log=None, max_body: int = MAX_BODY,
-                max_waiting: int = MAX_WAITING) -> EditorServer:
-    """A server for ``model`` bound to ``host:port`` (port 0: any free port); call ``serve_forever``."""
-    service = ModelService(model, checkpoint=checkpoint, max_waiting=max_waiting)
+                quiet: bool = False, log=None, max_body: int = MAX_BODY, max_waiting: int = MAX_WAITING,
+                clip=None, clip_spec: str | None = None, max_edits: int = MAX_EDITS,
+                edit_queue: int = EDIT_QUEUE, edit_options: dict | None = None, style: str = "auto") -> EditorServer:
+    """A server for ``model`` bound to ``host:port`` (port 0: any free port); call ``serve_forever``.
+
+    ``clip``: a :class:`~layout2img.models.text.TextEncoder` that guides region edits (default
+    the model's own text encoder; without either, editing is off). ``max_edits`` edits run at
+    once and ``edit_queue`` more wait; further ones get 429. ``edit_options``: keyword arguments
+    of :func:`~layout2img.editing.edit_image` for every edit (``steps``, ``restarts``, ``lr``,
+    ``strength``, ...); a request's own ``steps``, ``restarts`` and ``modulation`` win. ``style``:
+    how style seeds draw codes (``--style``: auto, cluster or sample; see ``generate.resolve_style``)."""
+    if not isinstance(max_edits, int) or max_edits < 1:
+        raise ConfigError(f"--max-edits {max_edits}: expected an integer >= 1")
+    if not isinstance(edit_queue, int) or edit_queue < 0:
+        raise ConfigError(f"edit_queue {edit_queue}: expected an integer >= 0")
+    edit_defaults = check_edit_options(edit_options or {})
+    service = ModelService(model, checkpoint=checkpoint, max_waiting=max_waiting, clip=clip, clip_spec=clip_spec,
+                           style=style)
     try:
-        return EditorServer((host, port), service, quiet=quiet, log=log, max_body=max_body)
+        return EditorServer((host, port), service, quiet=quiet, log=log, max_body=max_body,
+                            max_edits=max_edits, edit_queue=edit_queue, edit_defaults=edit_defaults)
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
@@ -527,24 +328,52 @@ def make_server(model, host: str = "127.0.0.1", port: int = 7860, *, checkpoint:
 # -- the command -------------------------------------------------------------------------------
 def add_parser(sub) -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="the interactive scene-graph editor in a web page",
-                       description="Serve a web page to build a scene graph, drag its boxes and see the image "
-                                   "update. Listens on 127.0.0.1 (this machine only) unless --host says otherwise.")
+                       description="Serve a web page to build a scene graph, drag its boxes, see the image "
+                                   "update and edit regions of it with text. Listens on 127.0.0.1 (this "
+                                   "machine only) unless --host says otherwise.")
     s.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    s.add_argument("--clip", default=None, metavar="DIR",
+                   help="the CLIP that guides region edits, e.g. runs/clip_shapes from `layout2img train-clip` "
+                        "(default: the model's own text encoder; a model without one needs this to edit)")
+    s.add_argument("--max-edits", type=int, default=MAX_EDITS,
+                   help=f"edits that run at once (default {MAX_EDITS}; {EDIT_QUEUE} more may wait, "
+                        "further ones are refused with 429)")
+    s.add_argument("--edit-steps", type=int, default=None, metavar="N",
+                   help=f"optimisation steps of an edit (default: edit's own; at most {MAX_STEPS})")
+    s.add_argument("--edit-restarts", type=int, default=None, metavar="N",
+                   help=f"restarts of an edit (default: edit's own; at most {MAX_RESTARTS}); fewer steps and "
+                        "restarts make edits faster and weaker")
+    s.add_argument("--style", default="auto", choices=STYLE_CHOICES,
+                   help="how objects' appearances are drawn: cluster = the fitted per-class style clusters "
+                        "(`layout2img fit-styles`), sample = N(0, I), auto = clusters when fitted (default)")
     s.add_argument("--quiet", action="store_true", help="log only failures, not every request")
     s.set_defaults(func=run)
     return s
 
 
 def run(args) -> int:
-    from ..generate import load_model
+    from ..generate import load_model, resolve_style
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected 0..65535")
     model = load_model(args.checkpoint, args.device)
-    server = make_server(model, args.host, args.port, checkpoint=str(args.checkpoint), quiet=args.quiet)
+    resolve_style(model, args.style, args.checkpoint)  # before loading a CLIP for nothing
+    clip = None
+    if args.clip is not None:
+        from ..models.text import TextEncoder
+
+        try:
+            clip = TextEncoder.load(args.clip, device=model.device).freeze()
+        except Layout2ImgError as e:  # said of the loader's "text_encoder:" setting: say it of --clip
+            message = str(e).removeprefix("text_encoder: ")
+            raise ConfigError(f"--clip {message}" if message.startswith(args.clip)
+                              else f"--clip {args.clip}: {message}") from None
+    server = make_server(model, args.host, args.port, checkpoint=str(args.checkpoint), quiet=args.quiet,
+                         clip=clip, clip_spec=args.clip, max_edits=args.max_edits,
+                         edit_options={"steps": args.edit_steps, "restarts": args.edit_restarts}, style=args.style)
     if not server.loopback_only:
         print(f"warning: listening on {args.host}: anyone who can reach this address can use the model",
               file=sys.stderr)

@@ -1,4 +1,5 @@
-// layout2img scene-graph editor: builds a graph, asks /api/generate, shows layout and image.
+// layout2img scene-graph editor: builds a graph, asks /api/generate, shows layout and image
+// (edit.js adds text-guided region editing, styles.js the restyle control).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -35,8 +36,10 @@ const HANDLE = 10; // px: the resize corner
 
 const state = {
   info: null,
-  objects: [], // {id, name, description, box: pinned [x0,y0,x1,y1] | null, shown: last predicted/used box, style}
+  objects: [], // {id, name, description, box: pinned [x0,y0,x1,y1] | null, shown: last predicted/used box,
+  //             style: a seed for its style code, code: an explicit style code (an edit's) | null}
   relations: [], // {subject: id, predicate, object: id}
+  layoutSeed: 0, // a layout sampler draws the free boxes from it ("New layout" picks another)
   nextId: 1,
   selected: null, // object id
   result: null, // the last /api/generate answer
@@ -45,6 +48,7 @@ const state = {
   masks: null, // Image of the layout's masks
   drag: null,
   invalid: new Set(), // ids of objects the last answer complained about
+  version: 0, // bumped by every change of the scene: an edit started before a change is not applied
 };
 
 const randomSeed = () => Math.floor(Math.random() * 2147483647);
@@ -77,7 +81,7 @@ function buildGraph({ forExport = false } = {}) {
 }
 
 function addObject(name, extra = {}) {
-  const o = { id: state.nextId++, name, description: "", box: null, shown: null, style: randomSeed(), ...extra };
+  const o = { id: state.nextId++, name, description: "", box: null, shown: null, style: randomSeed(), code: null, ...extra };
   state.objects.push(o);
   return o;
 }
@@ -90,10 +94,18 @@ function removeObject(id) {
 }
 
 function changed({ now = false } = {}) {
+  state.version++;
   render();
   if (!$("auto-update").checked && !now) return;
   clearTimeout(state.timer);
   state.timer = setTimeout(generate, now ? 0 : 300);
+}
+
+// The scene as the server reads it (/api/generate, /api/edit): graph, seeds, and the codes edits found.
+function sceneRequest() {
+  const body = { graph: buildGraph(), seed: 0, layout_seed: state.layoutSeed, style_seeds: state.objects.map((o) => o.style) };
+  if (state.objects.some((o) => o.code)) body.style_codes = state.objects.map((o) => o.code || null);
+  return body;
 }
 
 // -- talking to the server -------------------------------------------------------------------
@@ -121,7 +133,7 @@ async function generate() {
   }
   const seq = ++state.seq;
   const ids = state.objects.map((o) => o.id);
-  const body = { graph: buildGraph(), seed: 0, style_seeds: state.objects.map((o) => o.style) };
+  const body = sceneRequest();
   setBusy(true);
   let answer;
   try {
@@ -216,8 +228,11 @@ function render() {
   $("download-png").disabled = !state.result;
   $("download-json").disabled = !state.objects.length;
   $("free-all").disabled = !state.objects.some((o) => o.box);
+  $("new-layout").disabled = !state.objects.length || !(state.info && state.info.layout_sampler)
+    || state.objects.every((o) => o.box);
   $("new-styles").disabled = !state.objects.length || !(state.info && state.info.style);
   drawLayout();
+  renderEdit();
 }
 
 function renderObjects() {
@@ -233,11 +248,7 @@ function renderObjects() {
       title: text ? "Free text for this object" : state.info.text_reason,
     });
     description.addEventListener("change", () => { o.description = description.value; changed(); });
-    const restyle = el("button", {
-      type: "button", className: "restyle", textContent: "restyle",
-      title: "A new appearance for this object only", disabled: !(state.info && state.info.style),
-    });
-    restyle.addEventListener("click", () => { o.style = randomSeed(); changed({ now: true }); });
+    const restyle = restyleControl(o); // styles.js
     const remove = el("button", { type: "button", className: "remove", textContent: "\u00d7",
       title: "Remove this object and its relations", "aria-label": `remove ${o.name}` });
     remove.addEventListener("click", () => removeObject(o.id));
@@ -250,7 +261,8 @@ function renderObjects() {
       pin.addEventListener("click", () => { o.box = null; changed(); });
       row.push(pin);
     }
-    row.push(restyle, remove);
+    row.push(restyle.button, remove);
+    if (restyle.swatches) row.push(restyle.swatches);
     const classes = [o.id === state.selected ? "selected" : "", state.invalid.has(o.id) ? "invalid" : ""];
     const li = el("li", { dataset: { id: o.id }, className: classes.join(" ").trim() }, row);
     if (state.invalid.has(o.id)) li.title = "The server refused this object: see the message under the image";
@@ -403,6 +415,7 @@ function setupCanvasEvents() {
     event.preventDefault();
     c.setPointerCapture(event.pointerId);
     state.selected = h.o.id;
+    pickEditTarget(h.o.id);
     state.drag = { id: h.o.id, mode: h.mode, start: p, from: boxOf(h.o).slice(), box: null };
     render();
   });
@@ -478,6 +491,7 @@ function loadGraph(data) {
   const objects = graph.objects.map((name, i) => ({
     id: state.nextId + i, name: String(name), description: (graph.descriptions && graph.descriptions[i]) || "",
     box: graph.boxes && Array.isArray(graph.boxes[i]) ? graph.boxes[i].map(Number) : null, shown: null, style: randomSeed(),
+    code: null,
   }));
   const relations = [];
   for (const [j, rel] of (graph.relationships || []).entries()) {
@@ -521,7 +535,14 @@ function setupControls() {
   $("generate").addEventListener("click", () => generate());
   $("auto-update").addEventListener("change", () => { if ($("auto-update").checked) changed(); });
   $("new-styles").addEventListener("click", () => {
-    for (const o of state.objects) o.style = randomSeed();
+    for (const o of state.objects) {
+      o.style = randomSeed();
+      o.code = null;
+    }
+    changed({ now: true });
+  });
+  $("new-layout").addEventListener("click", () => {
+    state.layoutSeed = randomSeed(); // fixed (user-drawn) boxes stay; the others are drawn again
     changed({ now: true });
   });
   $("free-all").addEventListener("click", () => {
@@ -562,14 +583,18 @@ function applyInfo(info) {
   }
   const edit = $("edit-region");
   edit.disabled = !info.region_edit;
-  edit.title = info.region_edit_reason || "";
+  edit.title = info.region_edit_reason || "Change an object or a box of the image to match a text";
   $("edit-wrap").title = info.region_edit_reason || "";
+  if (!info.layout_sampler) $("new-layout").title = "This model predicts one layout per graph (layout.predictor: regression)";
+  if (!info.style) $("edit-modulation").checked = true; // without style codes only the colour can change
+  $("edit-modulation").disabled = !info.style;
 }
 
 async function start() {
   setupCanvas();
   setupCanvasEvents();
   setupControls();
+  setupEditing();
   render();
   let answer;
   try {

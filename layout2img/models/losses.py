@@ -1,4 +1,4 @@
-"""Training losses: adversarial, feature matching, perceptual, layout and appearance terms.
+"""Training losses, tensors in and out: adversarial, feature matching, perceptual, layout and appearance terms.
 
 Discriminator outputs may be a tensor of logits, a list of logits (one per scale) or a list of
 lists of feature maps with the logits last (``MultiscaleDiscriminator``); adversarial terms are
@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 GAN_MODES = ("hinge", "lsgan", "bce")
 PERCEPTUAL_BACKBONES = ("vgg19", "inception", "none")
+KL_REDUCTIONS = ("mean", "sum", "none")
 #: pix2pixHD's VGG loss layer weights, shallow to deep
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
@@ -101,7 +102,7 @@ class PerceptualLoss(nn.Module):
     def __init__(self, backbone: str = "vgg19", weights: str | os.PathLike | None = None,
                  layer_weights: Sequence[float] | None = None, input_size: int | None = 299):
         super().__init__()
-        from .models.perceptual import InceptionFeatures, VGG19Features
+        from .perceptual import InceptionFeatures, VGG19Features
 
         if backbone not in PERCEPTUAL_BACKBONES:
             raise ConfigError(
@@ -192,3 +193,66 @@ def r1_penalty(real_out, real_images: torch.Tensor) -> torch.Tensor:
     total = sum(o.float().sum() for o in _logits(real_out))
     (grad,) = torch.autograd.grad(total, real_images, create_graph=True)
     return grad.float().pow(2).flatten(1).sum(dim=1).mean()
+
+
+def label_map(instances: torch.Tensor, objs: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) instance ids (0 = none, else 1 + packed object index) -> (B, H, W) class ids
+    (0 where no object is drawn: such pixels are ignored by the segmentation losses)."""
+    table = torch.cat([objs.new_zeros(1), objs])
+    return table[instances]
+
+
+def _class_balance(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-pixel weights inversely proportional to each class's pixel count in the batch (OASIS),
+    normalised so the present classes share the weight equally; 0 for unlabelled pixels."""
+    counts = torch.bincount(labels.flatten(), minlength=num_classes).float()
+    counts[0] = 0
+    present = (counts > 0).sum().clamp(min=1)
+    weights = torch.where(counts > 0, labels.numel() / (counts.clamp(min=1) * present), counts.new_zeros(()))
+    return weights[labels]
+
+
+def segmentation_real_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """OASIS: class-balanced cross-entropy of the per-pixel logits (channel 0 = fake) against the
+    layout's classes: what D wants for real images, and what G wants for its fakes."""
+    weights = _class_balance(labels, logits.shape[1])
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (ce * weights).sum() / weights.gt(0).sum().clamp(min=1)
+
+
+def segmentation_fake_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """OASIS: every labelled pixel of a generated image should be classified as "fake" (channel 0)."""
+    ce = F.cross_entropy(logits.float(), torch.zeros_like(labels), reduction="none")
+    keep = labels.gt(0)
+    return (ce * keep).sum() / keep.sum().clamp(min=1)
+
+
+def labelmix_inputs(real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """OASIS's LabelMix: real and fake images mixed by a random binary choice per class.
+    Returns ``(mixed (B, 3, H, W), mask (B, 1, H, W))`` (mask 1 = the real image's pixel)."""
+    rng_device = generator.device if generator is not None else labels.device
+    choice = torch.randint(0, 2, (int(labels.max()) + 1,), generator=generator, device=rng_device).to(labels.device)
+    mask = choice[labels][:, None].to(real.dtype)
+    return mask * real + (1 - mask) * fake, mask
+
+
+def labelmix_loss(out_mixed: torch.Tensor, out_real: torch.Tensor, out_fake: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """The LabelMix consistency: D's output on the mix should be the same mix of its outputs,
+    ``mean |D(mix) - (mask * D(real) + (1 - mask) * D(fake))|^2``."""
+    target = mask * out_real.float() + (1 - mask) * out_fake.float()
+    return (out_mixed.float() - target).pow(2).mean()
+
+
+def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor,
+                reduction: str = "mean") -> torch.Tensor:
+    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) of diagonal Gaussians (rows, dims), summed over
+    the dimensions; ``reduction``: ``'mean'`` over the rows (a scalar), ``'sum'``, or ``'none'`` (one
+    value per row)."""
+    if reduction not in KL_REDUCTIONS:
+        raise ConfigError(f"gaussian_kl: reduction must be one of {', '.join(KL_REDUCTIONS)}, got {reduction!r}")
+    kl = (0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1)).sum(dim=1)
+    if reduction == "none":
+        return kl
+    return kl.mean() if reduction == "mean" else kl.sum()

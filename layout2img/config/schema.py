@@ -1,0 +1,456 @@
+"""Every config key, its type and its default: the structured (dataclass) schema of run configs.
+
+YAML files state only what differs from these defaults. A GAN run is a :class:`RunConfig` whose
+``data`` section is the dataclass its ``dataset`` names (:data:`DATASET_SCHEMAS`); a domain CLIP
+run (``layout2img train-clip``) is a :class:`ClipRunConfig`. The model sections carry the
+defaults :class:`~layout2img.SceneGraphToImage` uses (:func:`model_section_defaults`,
+:func:`model_top_defaults`). ``MISSING`` marks a key that every config must set.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import II, MISSING
+
+
+# -- model -------------------------------------------------------------------------------------------
+@dataclass
+class GcnConfig:
+    """The graph network (sg2im's sizes)."""
+
+    embed_dim: int = 128
+    width: int = 128
+    hidden: int = 512
+    layers: int = 5
+    pooling: str = "avg"
+    text_mode: str = "add"
+    mlp_norm: str = "none"
+
+
+@dataclass
+class LayoutConfig:
+    """Boxes and masks to a layout.
+
+    ``pooling``: 'over' (smaller boxes occlude larger ones) or 'sum' (sg2im);
+    ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows
+    which is which; ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted*
+    masks (sg2im on Visual Genome, whose masks are just boxes: the image loss supervises them).
+    ``mask_channels`` None: as wide as the graph network.
+
+    ``predictor``: ``regression`` (sg2im's box net: one layout per graph) or ``sampler`` (a
+    conditional VAE, :class:`~layout2img.models.layout_sampler.LayoutSampler`: one layout per
+    seed). The sampler's own keys (ignored by the regression): ``z_dim`` latent size per object,
+    ``layers`` / ``hidden`` of its two graph convolutions, ``placement`` ``sequential`` (one
+    object per graph at a time, each around those placed) or ``joint``, ``known_fraction`` the
+    largest share of true boxes pinned per training image, ``refine_steps`` projected gradient
+    steps that repair broken relations when sampling (0: none).
+    """
+
+    mask_size: int = 16
+    box_hidden: int = 512
+    mask_channels: Optional[int] = None
+    mask_norm: str = "batch"
+    pooling: str = "over"
+    stuff_below_things: bool = True
+    use_gt_masks: bool = True
+    predictor: str = "regression"
+    z_dim: int = 8
+    layers: int = 2
+    hidden: int = 256
+    placement: str = "sequential"
+    known_fraction: float = 1.0
+    refine_steps: int = 50
+
+
+@dataclass
+class GeneratorConfig:
+    """A pix2pixHD generator: a global net plus ``n_local_enhancers`` (each doubles the size).
+
+    ``layout_skips``: the layout again at every decoder scale (CRN-style); False is pix2pixHD.
+    ``conditioning``: ``input`` (pix2pixHD: the layout, style channels included, is the input) or
+    ``spade`` (SPADE normalisation from the class map in every residual and decoder block, each
+    object's style code modulating the decoder inside its own mask, as ISLA-Norm / SEAN);
+    ``spade_hidden``: width of SPADE's shared layout conv.
+    """
+
+    ngf: int = 64
+    n_downsample: int = 3
+    n_blocks: int = 6
+    n_local_enhancers: int = 0
+    n_blocks_local: int = 3
+    norm: str = "instance"
+    padding: str = "reflect"
+    upsample: str = "nearest"
+    layout_skips: bool = False
+    conditioning: str = "input"
+    spade_hidden: int = 32
+
+
+@dataclass
+class EncoderConfig:
+    """The appearance encoder (image crops -> per-object style codes)."""
+
+    nef: int = 16
+    n_downsample: int = 3
+    norm: str = "instance"
+    padding: str = "reflect"
+
+
+@dataclass
+class ClustersConfig:
+    """Style-code clusters fitted after training (``style_source='cluster'``)."""
+
+    k: int = 10
+
+
+@dataclass
+class ModelConfig:
+    """:class:`~layout2img.SceneGraphToImage`'s arguments.
+
+    ``style_dim`` 0: no style codes and no encoder; ``class_embed_dim`` 0: one-hot class
+    channels, else learned class embeddings of that size; ``text_dim`` 0: no text conditioning;
+    ``text_encoder``: a domain CLIP folder, ``ARCH=FILE`` or an open_clip ``NAME/TAG`` whose
+    embed_dim is ``text_dim``.
+    """
+
+    vocab: str = "shapes"
+    image_size: int = 64
+    style_dim: int = 8
+    class_embed_dim: int = 0
+    text_dim: int = 0
+    text_encoder: Optional[str] = None
+    gcn: GcnConfig = field(default_factory=GcnConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    clusters: ClustersConfig = field(default_factory=ClustersConfig)
+
+
+MODEL_SECTIONS = ("gcn", "layout", "generator", "encoder", "clusters")
+
+
+def model_section_defaults() -> dict[str, dict[str, Any]]:
+    """Each model section's keys and defaults: ``{"gcn": {"embed_dim": 128, ...}, ...}`` (a copy)."""
+    model = ModelConfig()
+    return {name: dataclasses.asdict(getattr(model, name)) for name in MODEL_SECTIONS}
+
+
+def model_top_defaults() -> dict[str, Any]:
+    """The model's top-level keys (besides ``vocab`` and the sections) and their defaults."""
+    model = ModelConfig()
+    return {f.name: getattr(model, f.name) for f in dataclasses.fields(ModelConfig)
+            if f.name not in ("vocab", *MODEL_SECTIONS)}
+
+
+def _run_model() -> ModelConfig:
+    # In a run the model draws images and masks at the data's sizes unless a config says otherwise.
+    return ModelConfig(image_size=II("data.image_size"), layout=LayoutConfig(mask_size=II("data.mask_size")))
+
+
+# -- data --------------------------------------------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Keys of every dataset's ``data:`` section; ``train`` / ``val`` hold per-split paths."""
+
+    dataset: str = MISSING  # shapes | coco | vg: picks the section's dataclass
+    image_size: int = 64
+    mask_size: int = 16
+    num_workers: int = 0
+    hflip: float = 0.5  # probability of a horizontal flip (image, boxes and masks together)
+
+
+@dataclass
+class ShapesPrepare:
+    """:func:`~layout2img.data.shapes.ensure_shapes`'s arguments: the Shapes dataset written on first use."""
+
+    num_train: int = 10000
+    num_val: int = 1000
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class ShapesSplit:
+    """One Shapes split (the files are found under ``root``)."""
+
+    max_samples: Optional[int] = None  # the first N images of the split (None: all)
+
+
+@dataclass
+class ShapesDataConfig(DataConfig):
+    """The built-in Shapes world at ``root`` (``prepare`` None: read it, never write it)."""
+
+    root: str = "data/shapes"
+    prepare: Optional[ShapesPrepare] = field(default_factory=ShapesPrepare)
+    train: Optional[ShapesSplit] = field(default_factory=ShapesSplit)
+    val: Optional[ShapesSplit] = field(default_factory=ShapesSplit)
+
+
+@dataclass
+class CocoSplit:
+    """One COCO split's files (``split``: sg2im's cut of val2017, 'val' or 'test')."""
+
+    image_dir: str = MISSING
+    instances_json: str = MISSING
+    stuff_json: Optional[str] = None
+    captions_json: Optional[str] = None
+    split: Optional[str] = None
+    max_samples: Optional[int] = None
+
+
+@dataclass
+class CocoDataConfig(DataConfig):
+    """COCO-Stuff (sg2im / LostGAN protocol): :class:`~layout2img.data.coco.CocoSceneGraphDataset`'s filters.
+
+    ``min_object_size``: kept boxes' area fraction; ``stuff_only``: keep only images with stuff
+    annotations; ``drop_crowd`` True is LostGAN's mode (iscrowd objects dropped);
+    ``image_ids_file``: e.g. sg2im's 40k "deprecated challenge" ids; ``val_size``: images of
+    val2017 in sg2im's 'val' cut.
+    """
+
+    root: Optional[str] = None  # the dataset's folder, for the split files to name (${data.root}/...)
+    min_object_size: float = 0.02
+    min_objects: int = 3
+    max_objects: int = 8
+    include_other: bool = False
+    stuff_only: bool = True
+    instance_whitelist: Optional[List[str]] = None
+    stuff_whitelist: Optional[List[str]] = None
+    drop_crowd: bool = False
+    image_ids_file: Optional[str] = None
+    val_size: int = 1024
+    include_relationships: bool = True
+    train: CocoSplit = MISSING
+    val: Optional[CocoSplit] = None
+
+
+@dataclass
+class VgSplit:
+    """One Visual Genome split's HDF5 file."""
+
+    h5_path: str = MISSING
+    max_samples: Optional[int] = None
+
+
+@dataclass
+class VgDataConfig(DataConfig):
+    """Visual Genome (sg2im protocol, HDF5 files from datasets/prepare_vg.py)."""
+
+    root: Optional[str] = None  # the dataset's folder, for the files to name (${data.root}/...)
+    vocab: str = MISSING  # the prepared vocab.json
+    image_dir: str = MISSING
+    max_objects: int = 10  # objects sampled per training image
+    include_relationships: bool = True
+    use_orphaned_objects: bool = True
+    train: VgSplit = MISSING
+    val: Optional[VgSplit] = None
+
+
+#: The ``data:`` dataclass of each ``data.dataset``.
+DATASET_SCHEMAS: dict[str, type[DataConfig]] = {"shapes": ShapesDataConfig, "coco": CocoDataConfig,
+                                                "vg": VgDataConfig}
+
+
+# -- training ----------------------------------------------------------------------------------------
+@dataclass
+class ImageDiscriminatorConfig:
+    """The multi-scale patch discriminator (pix2pixHD)."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    num_D: int = 2
+
+
+@dataclass
+class ObjectDiscriminatorConfig:
+    """The object discriminator on box crops, with an auxiliary classifier."""
+
+    ndf: int = 64
+    crop_size: int = 32
+
+
+@dataclass
+class SegmentationDiscriminatorConfig:
+    """OASIS's per-pixel (N+1)-class U-Net discriminator: ``n_down`` halvings from width ``ndf``."""
+
+    ndf: int = 32
+    n_down: int = 4
+
+
+@dataclass
+class DiscriminatorConfig:
+    """The discriminators (their ``text_dim`` follows the model's text encoder).
+
+    ``kind``: the image discriminator, ``multiscale`` (pix2pixHD's patch D on layout + image, with
+    feature matching) or ``segmentation`` (OASIS: labels each pixel with its class or "fake"; no
+    feature matching, ``loss.lambda_labelmix`` for LabelMix).
+    """
+
+    kind: str = "multiscale"
+    image: ImageDiscriminatorConfig = field(default_factory=ImageDiscriminatorConfig)
+    segmentation: SegmentationDiscriminatorConfig = field(default_factory=SegmentationDiscriminatorConfig)
+    object: Optional[ObjectDiscriminatorConfig] = None  # None: no object discriminator
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (a weight of 0 switches its term off).
+
+    ``lambda_l1``: pixel L1 to the real image (sg2im's image loss); ``perceptual``: vgg19 (needs
+    torchvision's VGG19 weights in the torch hub cache), auto (vgg19 when they are there, else
+    off), inception or none; ``lambda_prior``: fit
+    of the text style prior to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake), caption)
+    and per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency
+    (segmentation discriminator only). The layout sampler (``model.layout.predictor: sampler``)
+    uses ``lambda_box`` and ``lambda_mask`` too, and: ``lambda_layout_kl`` the KL of its box
+    posterior to the prior held fixed (its beta), ``lambda_layout_prior`` the same KL pulling the
+    prior onto the posterior held fixed, ``lambda_layout_relation`` the relation hinge of boxes
+    drawn from the prior.
+    """
+
+    gan_mode: str = "hinge"
+    lambda_feat: float = 10.0
+    lambda_l1: float = 1.0
+    perceptual: str = "none"
+    lambda_perceptual: float = 0.0
+    lambda_obj: float = 1.0
+    lambda_aux: float = 1.0
+    lambda_box: float = 1.0
+    lambda_mask: float = 1.0
+    lambda_kl: float = 0.01
+    lambda_prior: float = 1.0
+    lambda_clip: float = 0.0
+    lambda_labelmix: float = 0.0
+    lambda_layout_kl: float = 0.001
+    lambda_layout_prior: float = 0.01
+    lambda_layout_relation: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisers and schedule.
+
+    ``amp``: auto (bf16 on CUDA) | bf16 | fp32. ``global_steps``: pix2pixHD coarse-to-fine, the
+    global net alone first, then fixed for ``fix_global_steps`` more. ``r1_gamma``: R1 penalty
+    weight (0: off), applied every ``r1_every`` steps. ``text_dropout``: each caption /
+    description dropped with this probability. ``init_from``: a checkpoint folder whose model
+    weights start this run. ``grad_clip`` 0: off. ``diffaugment``: DiffAugment policy for
+    everything the discriminators see (comma-separated color, translation, cutout; empty: off).
+    ``fit_styles``: at the end of the run, fit per-class style clusters on up to this many
+    train images (0: off), so generation draws appearances like the data's.
+    """
+
+    lr_g: float = 0.0002
+    lr_d: float = 0.0002
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    amp: str = "auto"
+    ema_decay: float = 0.999
+    global_steps: int = 0
+    fix_global_steps: int = 0
+    grad_clip: float = 0.0
+    channels_last: bool = True
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    text_dropout: float = 0.0
+    init_from: Optional[str] = None
+    diffaugment: str = ""
+    fit_styles: int = 0
+
+
+@dataclass
+class RunConfig:
+    """A GAN training run (``train.py``, ``layout2img train``).
+
+    ``device``: auto | cpu | cuda[:N]; ``resume``: auto (the latest checkpoint in out_dir) |
+    never | a checkpoint folder; ``config_path``: the file it was loaded from (set by the loader).
+    """
+
+    out_dir: str = MISSING
+    max_steps: int = MISSING
+    batch_size: int = MISSING
+    checkpoint_every: int = MISSING
+    seed: int = 0
+    device: str = "auto"
+    resume: str = "auto"
+    keep_last: int = 3
+    log_every: int = 10
+    sample_every: int = II("checkpoint_every")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=_run_model)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    config_path: Optional[str] = None
+
+
+# -- domain CLIP -------------------------------------------------------------------------------------
+@dataclass
+class ClipSplit:
+    """A COCO split's files for CLIP training (Shapes finds its own under ``root``)."""
+
+    image_dir: Optional[str] = None
+    instances_json: Optional[str] = None
+    stuff_json: Optional[str] = None
+    captions_json: Optional[str] = None
+
+
+@dataclass
+class ClipDataConfig:
+    """Image-caption pairs: shapes (``root``, ``prepare``) or coco (``train`` / ``val`` files)."""
+
+    dataset: str = MISSING  # shapes | coco
+    root: str = "data/shapes"  # shapes: as ShapesDataConfig
+    prepare: Optional[ShapesPrepare] = field(default_factory=ShapesPrepare)
+    max_images: Optional[int] = None  # per split (None: all)
+    train: Optional[ClipSplit] = None
+    val: Optional[ClipSplit] = None
+
+
+@dataclass
+class ClipTrainConfig:
+    """The domain CLIP's schedule.
+
+    ``crops_per_step``: object crops per step, each with a different text;
+    ``captions_per_image``: contrastive losses per step, each pairing every image with another of
+    its captions; ``hard_negatives``: per image, this many copies of its caption with one word
+    swapped for another of its ``swap_words`` group, joining the image->text softmax;
+    ``eval_every``: caption retrieval on val every N steps (0: only at the end) among
+    ``num_candidates``; ``max_minutes``: stop after this much training, then evaluate and save
+    (0: no limit); ``init_from``: a domain CLIP folder of the same model to start from.
+    """
+
+    steps: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    warmup: int = MISSING
+    weight_decay: float = MISSING
+    crops_per_step: int = 48
+    crop_weight: float = 1.0
+    captions_per_image: int = 1
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    grad_clip: float = 0.0
+    max_minutes: float = 0.0
+    init_from: Optional[str] = None
+    hard_negatives: int = 0
+    swap_words: List[List[str]] = field(default_factory=list)
+    eval_every: int = 200
+    log_every: int = 50
+    num_candidates: int = 100
+    eval_seed: int = 0
+
+
+@dataclass
+class ClipRunConfig:
+    """A domain CLIP run (``layout2img train-clip``); ``model`` is ``open_clip.CLIP``'s keyword
+    arguments, an open-ended mapping checked when the model is built."""
+
+    out_dir: str = MISSING
+    seed: int = 0
+    device: str = "auto"
+    log_dir: Optional[str] = None  # a folder for TensorBoard scalars
+    data: ClipDataConfig = field(default_factory=ClipDataConfig)
+    model: Dict[str, Any] = MISSING
+    train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    config_path: Optional[str] = None

@@ -1,0 +1,108 @@
+"""The image discriminator's side of a GAN step: pix2pixHD's multiscale D or OASIS's segmentation D,
+with DiffAugment, feature matching and LabelMix."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..models.discriminator import MultiscaleDiscriminator, SegmentationDiscriminator
+from ..models.losses import (GANLoss, feature_matching_loss, labelmix_inputs, labelmix_loss, segmentation_fake_loss,
+                             segmentation_real_loss)
+from .diffaugment import diff_augment, parse_policy
+
+DISCRIMINATOR_KINDS = ("multiscale", "segmentation")
+
+
+def build_image_discriminator(dcfg: dict[str, Any], num_classes: int, layout_channels: int,
+                              text_dim: int) -> nn.Module:
+    """The image discriminator a config's ``discriminator`` section names (``kind``)."""
+    kind = dcfg.get("kind", "multiscale")
+    if kind == "segmentation":
+        if text_dim:
+            raise ConfigError("discriminator.kind=segmentation takes no text; use kind=multiscale for text models")
+        return SegmentationDiscriminator(num_classes, **dcfg["segmentation"])
+    if kind == "multiscale":
+        return MultiscaleDiscriminator(in_channels=layout_channels + 3, text_dim=text_dim, **dcfg["image"])
+    raise ConfigError(f"discriminator.kind: unknown {kind!r} (expected {' or '.join(DISCRIMINATOR_KINDS)})")
+
+
+class ImageAdversary:
+    """Losses of the generator and of the image discriminator for one step.
+
+    The multiscale D sees the layout's class map and edges beside the image and gives patch
+    logits plus features (feature matching); the segmentation D sees the image alone and labels
+    each pixel with its class or "fake" (OASIS), with LabelMix. With a DiffAugment policy the
+    real and fake copy of a scene get the same transform, so feature matching and LabelMix still
+    compare like with like; draws come from ``noise`` (the trainer's seeded generator).
+    """
+
+    def __init__(self, kind: str, gan: GANLoss, lambda_feat: float, lambda_labelmix: float, diffaugment: str,
+                 noise: torch.Generator):
+        if kind not in DISCRIMINATOR_KINDS:
+            raise ConfigError(f"discriminator.kind: unknown {kind!r} (expected {' or '.join(DISCRIMINATOR_KINDS)})")
+        if lambda_labelmix > 0 and kind != "segmentation":
+            raise ConfigError("loss.lambda_labelmix needs discriminator.kind=segmentation")
+        self.kind, self.gan = kind, gan
+        self.lambda_feat, self.lambda_labelmix = lambda_feat, lambda_labelmix
+        self.policy = parse_policy(diffaugment)
+        self.noise = noise
+
+    def _augment(self, pair: torch.Tensor, labels: torch.Tensor | None = None, image_channels: slice = slice(None)):
+        """A stacked (real; fake) pair and its scenes' (B, H, W) labels -> the augmented pair and
+        (2B, H, W) labels (the identity without a policy)."""
+        pair_labels = labels.repeat(2, 1, 1) if labels is not None else None
+        if not self.policy:
+            return pair, pair_labels
+        return diff_augment(pair, self.policy, image_channels, pair_labels, generator=self.noise, groups=2)
+
+    def generator_losses(self, d_image: nn.Module, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                         labels: torch.Tensor, text_emb: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``d_image`` unwrapped and frozen (so G's backward neither fills its grads nor syncs DDP)."""
+        b = fake.shape[0]
+        if self.kind == "segmentation":
+            if self.policy:
+                pair, pair_labels = self._augment(torch.cat([real, fake], 0), labels)
+                fake, labels = pair[b:], pair_labels[b:]
+            return {"g_gan": segmentation_real_loss(d_image(fake), labels)}
+        real_in, fake_in = torch.cat([cond, real], 1), torch.cat([cond, fake], 1)
+        if self.policy:
+            pair, _ = self._augment(torch.cat([real_in, fake_in], 0), image_channels=slice(cond.shape[1], None))
+            real_in, fake_in = pair[:b], pair[b:]
+        d_fake = d_image(fake_in, text_emb=text_emb)
+        losses = {"g_gan": self.gan.g_loss(d_fake)}
+        if self.lambda_feat > 0:
+            with torch.no_grad():
+                d_real = d_image(real_in.detach(), text_emb=text_emb)
+            losses["g_feat"] = feature_matching_loss(d_real, d_fake, lambda_feat=self.lambda_feat)
+        return losses
+
+    def discriminator_losses(self, d_image: nn.Module, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                             labels: torch.Tensor, text_emb: torch.Tensor | None, r1: bool):
+        """One forward of ``d_image`` (possibly DDP-wrapped) over real and detached fake images.
+        Returns ``(losses, real outputs, real input)``; the real input requires grad when ``r1``."""
+        b = real.shape[0]
+        real, fake = real.detach(), fake.detach()
+        if self.kind == "segmentation":
+            pair, pair_labels = self._augment(torch.cat([real, fake], 0), labels)
+            real_in = pair[:b].clone().requires_grad_(r1)
+            inputs = [real_in, pair[b:]]
+            if self.lambda_labelmix > 0:
+                mixed, mix_mask = labelmix_inputs(pair[:b], pair[b:], pair_labels[:b], generator=self.noise)
+                inputs.append(mixed)
+            out = d_image(torch.cat(inputs, 0))
+            d_real, d_fake = out[:b], out[b:2 * b]
+            losses = {"d_real": segmentation_real_loss(d_real, pair_labels[:b]),
+                      "d_fake": segmentation_fake_loss(d_fake, pair_labels[b:])}
+            if self.lambda_labelmix > 0:
+                losses["d_labelmix"] = self.lambda_labelmix * labelmix_loss(out[2 * b:], d_real, d_fake, mix_mask)
+            return losses, [[d_real]], real_in
+        pair = torch.cat([torch.cat([cond, real], 1), torch.cat([cond, fake], 1)], 0)
+        pair, _ = self._augment(pair, image_channels=slice(cond.shape[1], None))
+        real_in = pair[:b].clone().requires_grad_(r1)
+        both = d_image(torch.cat([real_in, pair[b:]], 0), text_emb=text_emb.repeat(2, 1) if text_emb is not None else None)
+        d_real = [[f[:b] for f in scale] for scale in both]
+        d_fake = [[f[b:] for f in scale] for scale in both]
+        return {"d_gan": self.gan.d_loss(d_real, d_fake)}, d_real, real_in

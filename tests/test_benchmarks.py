@@ -1,0 +1,215 @@
+"""Benchmark hygiene: the quiet-machine guard, the machine record, repeats summarised as median (spread)
+over N, and every benchmark script's dry run writing the machine, the protocol and its figures."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_CLIP, TINY_MODEL
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import machine  # noqa: E402  (benchmarks/machine.py)
+import timing  # noqa: E402  (benchmarks/timing.py)
+
+
+@pytest.fixture
+def no_cpu_sampling(monkeypatch):
+    """The guard without its one-second sample of other processes' CPU use."""
+    monkeypatch.setattr(machine, "others_cpu_use", lambda seconds=1.0: 0.0)
+
+
+def _load(monkeypatch, *values):
+    """os.getloadavg returns the given 1-minute loads in turn (the last one from then on)."""
+    seq = list(values)
+    monkeypatch.setattr(os, "getloadavg", lambda: (seq.pop(0) if len(seq) > 1 else seq[0], 0.0, 0.0))
+
+
+# -- repeats -------------------------------------------------------------------------------------------
+def test_repeat_times_each_call_after_the_warmups():
+    # warm-up 5 s, then calls of 0.25, 0.125, 0.5, 0.375 s (exact in binary)
+    ticks = iter([0.0, 5.0,  10.0, 10.25,  11.0, 11.125,  12.0, 12.5,  13.0, 13.375])
+    calls, syncs = [], []
+    t = timing.repeat(lambda: calls.append(1), runs=4, warmup=1, sync=lambda: syncs.append(1),
+                      clock=lambda: next(ticks))
+    assert len(calls) == 5 and len(syncs) == 10
+    assert t.first_s == 5.0 and t.samples == (0.25, 0.125, 0.5, 0.375)
+    s = t.summary("ms", 1000.0)
+    assert s["median"] == 312.5 and (s["min"], s["max"]) == (125.0, 500.0)
+    assert (s["q1"], s["q3"]) == (218.75, 406.25)
+    assert s["spread"] == pytest.approx(187.5 / 312.5) and s["range"] == pytest.approx(375 / 312.5)
+    assert (s["n"], s["warmup"], s["unit"]) == (4, 1, "ms")
+    r = t.rate(8, "img/s")  # 8 images a call: 32, 64, 16, 21.3 img/s
+    assert r["median"] == pytest.approx((64 / 3 + 32) / 2) and (r["min"], r["max"]) == (16.0, 64.0)
+    assert timing.format_figure(s) == "312 ms (IQR 60.0 %, 125–500) over 4"
+
+
+def test_repeat_and_summaries_reject_empty_series():
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        timing.repeat(lambda: None, runs=0)
+    with pytest.raises(ValueError, match="no timed runs"):
+        timing.summarize([], "s")
+    one = timing.summarize([2.0], "s")
+    assert one["spread"] == 0.0 and timing.format_figure(one) == "2 s (one run)"
+
+
+def test_figure_row_is_one_markdown_row_with_command_and_machine():
+    s = timing.summarize([10.0, 12.0, 11.0], "img/s")
+    row = timing.figure_row("train img/s", s, "python benchmarks/speed.py", "CPU X, torch 2")
+    assert row == ("| train img/s | 11.0 img/s (IQR 9.1 %, 10.0–12.0) over 3 | `python benchmarks/speed.py` "
+                   "| CPU X, torch 2 |")
+    assert row.count("|") == timing.FIGURE_HEADER.splitlines()[0].count("|")
+
+
+# -- the guard ------------------------------------------------------------------------------------------
+def test_guard_refuses_a_busy_machine_and_names_the_load(monkeypatch, no_cpu_sampling):
+    _load(monkeypatch, 2.5)
+    with pytest.raises(machine.MachineBusy, match=r"1-minute load average 2\.50 above 0\.6.*--allow-busy"):
+        machine.check_quiet()
+    stamped = machine.check_quiet(allow_busy=True)
+    assert stamped["busy"] == "busy: load 2.50, others 0.00 CPUs" and stamped["load_1min"] == 2.5
+    assert machine.check_quiet(max_load=3.0)["busy"] is None
+
+
+def test_guard_counts_other_processes_cpu_use(monkeypatch):
+    _load(monkeypatch, 0.1)
+    monkeypatch.setattr(machine, "others_cpu_use", lambda seconds=1.0: 1.4)
+    with pytest.raises(machine.MachineBusy, match=r"other processes keep 1\.40 CPUs busy"):
+        machine.check_quiet()
+    monkeypatch.setattr(machine, "others_cpu_use", lambda seconds=1.0: 0.05)
+    record = machine.check_quiet()
+    assert record == {"load_1min": 0.1, "others_cpus": 0.05, "max_load": machine.DEFAULT_MAX_LOAD, "busy": None}
+
+
+def test_guard_waits_for_the_load_to_settle(monkeypatch, no_cpu_sampling):
+    _load(monkeypatch, 1.5, 1.0, 0.3)
+    slept = []
+    monkeypatch.setattr(machine.time, "sleep", slept.append)
+    assert machine.check_quiet(wait_seconds=60)["load_1min"] == 0.3
+    assert len(slept) == 2 and all(0 < s <= 5 for s in slept)
+
+
+def test_guard_from_args_exits_2_with_one_line(monkeypatch, capsys, no_cpu_sampling):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    machine.add_guard_args(parser)
+    _load(monkeypatch, 4.0)
+    with pytest.raises(SystemExit) as exit_info:
+        machine.guard_from_args(parser.parse_args([]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: machine busy: 1-minute load average 4.00") and err.count("\n") == 1
+    assert machine.guard_from_args(parser.parse_args(["--allow-busy"]))["busy"].startswith("busy: load 4.00")
+    with pytest.raises(machine.MachineBusy, match="--max-load -1"):
+        machine.check_quiet(max_load=-1)
+
+
+def test_others_cpu_use_excludes_this_process():
+    with machine.watch_other_processes() as record:
+        sum(i * i for i in range(2_000_000))  # this process busy: not counted as others
+    assert record["others_cpus"] is None or 0.0 <= record["others_cpus"] <= os.cpu_count()
+
+
+# -- the machine record -------------------------------------------------------------------------------
+def test_machine_record_and_line(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["benchmarks/speed.py", "--threads", "2"])
+    m = machine.machine(guard={"load_1min": 0.2, "others_cpus": 0.0, "max_load": 0.6, "busy": None})
+    assert m["cpu"] and set(m["isa"]) <= set(machine.ISA_FLAGS)
+    assert m["torch"] == torch.__version__ and m["torch_threads"] == torch.get_num_threads()
+    assert m["cpu_count"] == os.cpu_count() and m["command"] == "python benchmarks/speed.py --threads 2"
+    assert datetime.fromisoformat(m["date"]).utcoffset().total_seconds() == 0
+    line = machine.machine_line(m)
+    assert line.startswith(m["cpu"]) and f"torch {torch.__version__}" in line and line.endswith("quiet: load 0.20")
+    m["guard"]["busy"] = "busy: load 3.00"
+    assert machine.machine_line(m).endswith("busy: load 3.00") and "\n" not in line
+
+
+# -- the scripts -------------------------------------------------------------------------------------------
+def test_speed_dry_run_writes_figures_machine_and_protocol(tmp_path):
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "benchmarks/speed.py", "--dry-run", "--allow-busy", "--threads", "2",
+                          "--json", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    # --threads reaches the measuring processes past the inherited OMP_NUM_THREADS=1
+    assert r["machine"]["command"].endswith("--threads 2 --json " + str(out)) and r["machine"]["torch_threads"] == 2
+    assert r["guard"]["max_load"] == machine.DEFAULT_MAX_LOAD and r["protocol"]["dry_run"] is True
+    train, infer = r["configs"]["shapes_64"]["train"], r["configs"]["shapes_64"]["infer"]
+    assert train["protocol"]["batch"] == 2 and train["protocol"]["image_size"] == 32
+    assert train["protocol"]["threads"] == infer["protocol"]["threads"] == 2 and train["protocol"]["steps"] == 3
+    assert train["img_per_s"]["n"] == 3 and train["img_per_s"]["unit"] == "img/s"
+    assert train["img_per_s"]["min"] <= train["img_per_s"]["median"] <= train["img_per_s"]["max"]
+    assert train["gflops_per_step"] > 0 and train["s_per_step"]["spread"] >= 0
+    assert infer["latency_ms"]["n"] == 3 and infer["latency_ms"]["median"] > 0
+    assert infer["throughput_img_per_s"]["n"] == 2 and infer["protocol"]["throughput_batch"] == 2
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| shapes_64")]
+    assert len(rows) == 5 and all(ln.count("|") == 5 for ln in rows)
+    assert any("generate latency, 1 graph, 32 px" in ln and " over 3 |" in ln for ln in rows)
+
+
+def test_speed_refuses_on_a_busy_machine_before_measuring(monkeypatch, capsys, no_cpu_sampling):
+    import speed  # noqa: PLC0415  (benchmarks/speed.py)
+
+    _load(monkeypatch, 3.0)
+    monkeypatch.setattr(speed, "_child", lambda *a: pytest.fail("measured on a busy machine"))
+    with pytest.raises(SystemExit) as exit_info:
+        speed.main(["--dry-run"])
+    assert exit_info.value.code == 2 and "machine busy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        speed.main(["--dry-run", "--runs", "0"])
+    assert "--runs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_clip_retrieval_writes_machine_and_protocol(tiny_shapes, tmp_path, capsys, no_cpu_sampling):
+    import clip_retrieval  # noqa: PLC0415  (benchmarks/clip_retrieval.py)
+    from layout2img.models.text import TextEncoder
+
+    torch.manual_seed(0)
+    clip = TextEncoder.from_config(TINY_CLIP).save_pretrained(tmp_path / "clip")
+    out = tmp_path / "clip.json"
+    assert clip_retrieval.main(["--clip", str(clip), "--data", str(tiny_shapes), "--candidates", "4",
+                                "--allow-busy", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["num_images"] == 8 and 0 <= r["top1"] <= r["top5"] <= 1
+    assert r["protocol"]["num_candidates"] == 4 and r["protocol"]["clip"] == str(clip)
+    assert r["machine"]["guard"]["max_load"] == machine.DEFAULT_MAX_LOAD and r["machine"]["isa"] is not None
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| caption retrieval")]
+    assert len(rows) == 1 and f"{100 * r['top1']:.1f} %" in rows[0]
+
+
+def test_caption_conditioning_writes_machine_and_protocol(tiny_shapes, tmp_path, capsys, monkeypatch,
+                                                          no_cpu_sampling):
+    import caption_conditioning  # noqa: PLC0415  (benchmarks/caption_conditioning.py)
+    from layout2img import SceneGraphToImage
+    from layout2img.config import load_config
+    from layout2img.data.build import build_dataset
+    from layout2img.models.text import TextEncoder
+
+    def tiny_val_set(root):  # with the fixture's own build parameters, so it is read, never rebuilt
+        cfg = load_config(None, [f"data.root={root}", "data.image_size=32", "data.prepare.num_train=24",
+                                 "data.prepare.num_val=8", "data.prepare.size=32"])
+        return build_dataset(dict(cfg.data), "val", seed=int(cfg.seed))
+
+    monkeypatch.setattr(caption_conditioning, "val_set", tiny_val_set)
+
+    torch.manual_seed(0)
+    clip = TextEncoder.from_config(TINY_CLIP).save_pretrained(tmp_path / "clip")
+    model = SceneGraphToImage(**TINY_MODEL, text_dim=24, text_encoder=str(clip))
+    with torch.no_grad():  # masks that fill their boxes: an untrained mask head sits at 0.5, which the judge skips
+        model.layout_predictor.mask_net[-1].bias.fill_(4.0)
+    ckpt = model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "cc.json"
+    assert caption_conditioning.main(["--checkpoint", str(ckpt), "--data", str(tiny_shapes), "--num-images", "3",
+                                      "--min-pixels", "1", "--allow-busy", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["num_scenes"] >= 1 and r["protocol"]["num_images"] == 3 and r["machine"]["cpu"]
+    assert all(0 <= v.get("color_accuracy", v.get("follows_text")) <= 1 for v in r["results"].values())
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| caption conditioning")]
+    assert len(rows) == len(r["results"]) >= 1
