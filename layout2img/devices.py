@@ -1,9 +1,12 @@
 """The one device resolver: a ``--device`` / ``device:`` string to a checked ``torch.device``."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch loads only when a device is resolved (the CLI's parser stays light)
+    import torch
 
 
 def resolve_device(name: Any = "auto") -> "torch.device":

@@ -74,3 +74,15 @@ def tiny_styled_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
     folder, _ = fit_checkpoint_styles(tiny_checkpoint, out, config=tiny_checkpoint.parent.parent / "config.yaml",
                                       device="cpu", progress=False)
     return folder
+
+
+def serve_in_thread(srv):
+    """Run a ``make_server`` server on a daemon thread for a fixture: yields it, then shuts it down."""
+    import threading
+
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)

@@ -10,12 +10,11 @@ import io
 import os
 import re
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_CLIP
+from conftest import TINY_CLIP, serve_in_thread
 
 from layout2img.generate import load_model
 from layout2img.models.text import TextEncoder
@@ -38,19 +37,10 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
-def _serving(srv):
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     model = load_model(tiny_checkpoint, "cpu")
-    yield from _serving(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
+    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +50,7 @@ def edit_server(tiny_checkpoint):
     clip = TextEncoder.from_config(TINY_CLIP).freeze()
     model = load_model(tiny_checkpoint, "cpu")
     options = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserve_weight": 0.0}
-    yield from _serving(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), clip=clip,
+    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), clip=clip,
                                     clip_spec="tiny-clip", edit_options=options))
 
 
@@ -68,7 +58,7 @@ def edit_server(tiny_checkpoint):
 def styled_server(tiny_styled_checkpoint):
     """The tiny model with fitted style clusters."""
     model = load_model(tiny_styled_checkpoint, "cpu")
-    yield from _serving(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
+    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
 
 
 @pytest.fixture

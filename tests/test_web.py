@@ -9,14 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLIP
+from conftest import TINY_CLIP, serve_in_thread
 from PIL import Image
 
 from layout2img.cli import main
@@ -33,22 +32,13 @@ EDIT_OPTIONS = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserv
 FINISHED = ("done", "failed", "cancelled")
 
 
-def _serving(srv):
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     model = load_model(tiny_checkpoint, "cpu")
     log = io.StringIO()
     srv = make_server(model, "127.0.0.1", 0, quiet=True, log=log, max_waiting=64)
     srv.log = log
-    yield from _serving(srv)
+    yield from serve_in_thread(srv)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +55,7 @@ def edit_server(tiny_checkpoint, tiny_clip):
     srv = make_server(model, "127.0.0.1", 0, quiet=True, log=log, clip=tiny_clip, clip_spec="tiny-clip",
                       max_edits=1, edit_queue=1, edit_options=EDIT_OPTIONS)
     srv.log = log
-    yield from _serving(srv)
+    yield from serve_in_thread(srv)
 
 
 def call(server, method, path, body=None, headers=None, raw=None):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import threading
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, serve_in_thread
 
 from layout2img import SceneGraphToImage
 from layout2img.web.server import make_server
@@ -22,13 +21,7 @@ SEEDS = [1, 2, 3, 4]
 def serving(predictor: str):
     torch.manual_seed(0)
     model = SceneGraphToImage(**{**TINY_MODEL, "layout": {**TINY_MODEL["layout"], "predictor": predictor}}).eval()
-    srv = make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO())
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ swatch colours, and seeds, generate and edits drawing codes as the server's styl
 import base64
 import io
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLIP
+from conftest import TINY_CLIP, serve_in_thread
 from PIL import Image
 
 from layout2img.cli import main
@@ -25,13 +24,7 @@ GRAPH = {"objects": ["sky", "grass", "circle"], "relationships": [[0, "above", 1
 
 
 def serving(model, **kwargs):
-    srv = make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), **kwargs)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), **kwargs))
 
 
 @pytest.fixture(scope="module")
