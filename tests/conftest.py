@@ -38,6 +38,10 @@ def tiny_overrides(shapes_root: Path, out_dir: Path, **extra) -> list[str]:
     o = {
         "out_dir": str(out_dir), "device": "cpu", "batch_size": 4, "max_steps": 4, "checkpoint_every": 2,
         "sample_every": 1000, "log_every": 1,
+        # the tiny model keeps v0.1's generator and schedule (the SPADE / DiffAugment / cluster
+        # defaults have their own tests): tests written against it keep their meaning
+        "train.fit_styles": 0, "train.diffaugment": "", "model.generator.conditioning": "input",
+        "model.generator.layout_skips": True,
         "data.root": str(shapes_root), "data.image_size": 32, "data.prepare.num_train": 24,
         "data.prepare.num_val": 8, "data.prepare.size": 32,
         "model.gcn.embed_dim": 16, "model.gcn.width": 16, "model.gcn.hidden": 32, "model.gcn.layers": 1,

@@ -1,3 +1,4 @@
+import re
 import pytest
 from omegaconf import OmegaConf
 
@@ -113,7 +114,7 @@ def test_every_bundled_config_loads_and_validates():
     for name in GAN_CONFIGS:
         cfg = load_config(name)
         assert OmegaConf.get_type(cfg) is RunConfig and not OmegaConf.missing_keys(cfg)
-        assert cfg.out_dir == f"runs/{name}" and cfg.model.image_size == int(name.split("_")[-1])
+        assert cfg.out_dir == f"runs/{name}" and cfg.model.image_size == int(re.search(r"_(\d+)", name).group(1))
         assert cfg.data.dataset == name.split("_")[0]
     clip = load_config("clip/shapes", schema=ClipRunConfig)
     assert OmegaConf.get_type(clip) is ClipRunConfig and clip.train.steps == 1500 and clip.model.embed_dim == 128

@@ -355,7 +355,7 @@ class TrainConfig:
     r1_every: int = 16
     text_dropout: float = 0.0
     init_from: Optional[str] = None
-    diffaugment: str = ""
+    diffaugment: Optional[str] = ""
     fit_styles: int = 0
 
 

@@ -3,7 +3,8 @@
 Sample grids have one column per fixed validation scene and four rows: the real image with its
 ground-truth boxes; the model's image from the ground-truth layout; its image from the scene
 graph alone (predicted layout, predicted boxes drawn), with the real image's object styles; and
-the same with styles sampled from N(0, I).
+the same with new styles: drawn from the per-class style clusters once they are fitted (the end
+of a run with ``train.fit_styles``), before that from N(0, I).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..vocab import Vocab
 
 NUM_SAMPLE_SCENES = 8
 ROW_TITLES = ("real, GT boxes", "from GT layout", "from graph", "graph, new styles")
+CLUSTER_ROW_TITLE = "graph, cluster styles"
 
 
 class RunLogger:
@@ -69,8 +71,9 @@ class RunLogger:
             g.manual_seed(1234)
             pred = model(batch, layout_source="pred", style_source="encode", generator=g, keep_known_boxes=False)
             g.manual_seed(1234)
-            sampled = model(batch, layout_source="pred", style_source="sample", generator=g,
-                            keep_known_boxes=False)
+            clusters = model.style_clusters is not None and model.style_clusters.fitted
+            sampled = model(batch, layout_source="pred", style_source="cluster" if clusters else "sample",
+                            generator=g, keep_known_boxes=False)
         finally:
             model.train(was_training)
         rows = [[], [], [], []]
@@ -80,9 +83,10 @@ class RunLogger:
             labels = [self.vocab.object_names[o] for o in batch.objs[idx].tolist()]
             rows[0].append(draw_layout(batch.images[i].float().cpu(), batch.boxes[idx].cpu(), labels))
             rows[1].append(draw_layout(gt.images[i].float().cpu()))
-            rows[2].append(draw_layout(pred.images[i].float().cpu(), pred.boxes_pred[idx].float().cpu(), labels))
+            rows[2].append(draw_layout(pred.images[i].float().cpu(), pred.boxes[idx].float().cpu(), labels))
             rows[3].append(draw_layout(sampled.images[i].float().cpu()))
-        grid = make_grid_image(rows, row_titles=ROW_TITLES)
+        titles = ROW_TITLES[:3] + (CLUSTER_ROW_TITLE if clusters else ROW_TITLES[3],)
+        grid = make_grid_image(rows, row_titles=titles)
         path = self.out_dir / "samples" / f"step_{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(path, lambda p: grid.save(p, format="PNG"))
