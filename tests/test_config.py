@@ -139,7 +139,7 @@ def test_base_and_delta_merge():
     assert cfg.data.min_objects == 3 and cfg.data.max_objects == 8  # CocoDataConfig's defaults
     text = load_config("shapes_text_64")  # shapes_64 plus text
     assert (text.model.text_dim, text.model.text_encoder, text.train.text_dropout) == (128, "runs/clip_shapes", 0.3)
-    assert text.model.gcn.width == 64 and text.max_steps == 1200
+    assert text.model.gcn.width == 64 and text.max_steps == load_config("shapes_64").max_steps  # inherited
 
 
 def test_resolutions_differ_exactly_where_expected():

@@ -7,9 +7,10 @@ an error that names it and the closest known key, so a typo never silently does 
 """
 from .loader import (CONFIG_DIR, DEFAULT_CONFIG, load_config, load_model_section, read_layers, resolve_config_path,
                      to_container, validate_config)
-from .schema import (DATASET_SCHEMAS, ClipDataConfig, ClipRunConfig, ClipTrainConfig, CocoDataConfig, DataConfig,
-                     DiscriminatorConfig, LossConfig, ModelConfig, RunConfig, ShapesDataConfig, TrainConfig,
-                     VgDataConfig, model_section_defaults, model_top_defaults)
+from .clip_schema import ClipDataConfig, ClipRunConfig, ClipTrainConfig
+from .schema import (DATASET_SCHEMAS, CocoDataConfig, DataConfig, DiscriminatorConfig, LossConfig, ModelConfig,
+                     RunConfig, ShapesDataConfig, TrainConfig, VgDataConfig, model_section_defaults,
+                     model_top_defaults)
 
 __all__ = [
     "CONFIG_DIR", "DEFAULT_CONFIG", "DATASET_SCHEMAS", "ClipDataConfig", "ClipRunConfig", "ClipTrainConfig",

@@ -25,8 +25,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
-from ..io import atomic_dir, atomic_save, atomic_write_text, read_json
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_dir, atomic_save, atomic_write_text, check_state, load_weights, read_json
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 STATE_TENSORS = "training_state.safetensors"
@@ -155,3 +155,18 @@ def load_training_state(folder: str | Path) -> dict:
     except (OSError, RuntimeError, SafetensorError) as e:
         raise CheckpointError(f"{folder}: unreadable training state: {str(e).splitlines()[0]}") from None
     return unflatten_state(skeleton, tensors)
+
+
+def init_model_from(model, folder: Path) -> None:
+    """``train.init_from``: copy a checkpoint's model weights into a new model; tensors the checkpoint
+    lacks (the text layers of a model first trained without text) keep their initialisation."""
+    weights = Path(folder) / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"train.init_from={str(folder)!r}: no model.safetensors there (a checkpoint folder, "
+                          "e.g. runs/shapes_64/checkpoints/latest)")
+    state = load_weights(weights)
+    try:
+        check_state(weights, model.state_dict(), state, allow_missing=True, against="this config's model")
+    except CheckpointError as e:
+        raise ConfigError(f"train.init_from={str(folder)!r}: {e}") from None
+    model.load_state_dict(state, strict=False)

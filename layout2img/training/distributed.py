@@ -104,3 +104,15 @@ class ResumableSampler(Sampler[int]):
             order = torch.cat([order, order[: total - self.length]])
         mine = order[self.rank: total: self.world_size]
         return iter(mine[self.start:].tolist())
+
+
+def infinite_batches(loader, sampler: ResumableSampler, epoch: int, position: int):
+    """Yields (epoch, index_in_epoch_after_this_batch, batch) forever, resuming at a position."""
+    while True:
+        sampler.set_position(epoch, position * loader.batch_size)
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        for batch in loader:
+            position += 1
+            yield epoch, position, batch
+        epoch, position = epoch + 1, 0

@@ -46,7 +46,8 @@ from ..pipeline import SceneGraphToImage
 from ..vocab import Vocab
 from . import checkpoint as ckpt
 from .adversarial import ImageAdversary, build_image_discriminator
-from .distributed import DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, init_distributed
+from .distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, infinite_batches,
+                          init_distributed)
 from .ema import make_ema, update_ema
 from .logging import RunLogger
 from .styles import fit_style_clusters
@@ -55,18 +56,6 @@ from .text_losses import text_losses
 
 class TrainingDiverged(Layout2ImgError):
     """A loss became NaN or Inf; the run stopped and the last good checkpoint is kept."""
-
-
-def _infinite_loader(loader: DataLoader, sampler: ResumableSampler, epoch: int, position: int):
-    """Yields (epoch, index_in_epoch_after_this_batch, batch) forever, resuming at a position."""
-    while True:
-        sampler.set_position(epoch, position * loader.batch_size)
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        for batch in loader:
-            position += 1
-            yield epoch, position, batch
-        epoch, position = epoch + 1, 0
 
 
 AMP_MODES = ("auto", "bf16", "fp32")
@@ -130,7 +119,7 @@ class Trainer:
         # the discriminators see text only when the model can encode the batches' texts
         text_dim = self.model.text_dim if self.model.text_encoder is not None else 0
         if tr.init_from:
-            self._init_weights_from(Path(tr.init_from))
+            ckpt.init_model_from(self.model, Path(tr.init_from))
         # channels_last: faster convolutions with oneDNN on CPUs and tensor cores on GPUs
         self.channels_last = tr.channels_last
         if self.channels_last:
@@ -176,23 +165,6 @@ class Trainer:
         if lw.perceptual == "auto" and lw.lambda_perceptual > 0:
             self.logger.info(f"perceptual loss: {backbone}" + (" (no VGG19 weights in the torch hub cache; see README)"
                                                               if backbone == "none" else ""))
-
-    def _init_weights_from(self, folder: Path) -> None:
-        """Copy a checkpoint's model weights into the new model; tensors the checkpoint lacks (the
-        text layers of a model first trained without text) keep their initialisation."""
-        from ..errors import CheckpointError
-        from ..io import check_state, load_weights
-
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise ConfigError(f"train.init_from={str(folder)!r}: no model.safetensors there (a checkpoint folder, "
-                              "e.g. runs/shapes_64/checkpoints/latest)")
-        state = load_weights(weights)
-        try:
-            check_state(weights, self.model.state_dict(), state, allow_missing=True, against="this config's model")
-        except CheckpointError as e:
-            raise ConfigError(f"train.init_from={str(folder)!r}: {e}") from None
-        self.model.load_state_dict(state, strict=False)
 
     # -- schedule ------------------------------------------------------------------------------
     def stage(self) -> str:
@@ -397,7 +369,7 @@ class Trainer:
             atomic_write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
         max_steps, every = self.cfg.max_steps, self.cfg.checkpoint_every
         log_every, sample_every = self.cfg.log_every, self.cfg.sample_every
-        data = _infinite_loader(self.loader, self.sampler, self.epoch, self.position)
+        data = infinite_batches(self.loader, self.sampler, self.epoch, self.position)
         bar = tqdm(total=max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not self.dist.is_main)
         last = None
