@@ -39,12 +39,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editing import (COLORS, JUDGE_PROTOCOL, JUDGES, REPO, item_graph, parse_description, to_unit,  # noqa: E402
                      val_set)
-from machine import add_guard_args, guard_from_args, machine, machine_line  # noqa: E402
+from machine import add_guard_args, guard_from_args, machine, machine_line, save_report  # noqa: E402
 from timing import FIGURE_HEADER, figure_row  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from layout2img.errors import Layout2ImgError  # noqa: E402
-from layout2img.io import atomic_write_text  # noqa: E402
 from layout2img.vocab import SHAPES_THINGS  # noqa: E402
 
 MENTION = re.compile(r"\b(" + "|".join(COLORS) + r") (" + "|".join(SHAPES_THINGS) + r")\b")
@@ -179,9 +178,7 @@ def main(argv=None) -> int:
     print(json.dumps(report, indent=1))
     print(FIGURE_HEADER)
     print("\n".join(figure_rows(report)))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
+    save_report(report, args.out)
     return 0
 
 

@@ -35,12 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editing import COLORS, JUDGE_PROTOCOL, JUDGES, REPO, parse_description, to_unit  # noqa: E402
-from machine import add_guard_args, guard_from_args, machine, machine_line  # noqa: E402
+from machine import add_guard_args, guard_from_args, machine, machine_line, save_report  # noqa: E402
 from timing import FIGURE_HEADER, figure_row  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from layout2img.errors import ConfigError, Layout2ImgError  # noqa: E402
-from layout2img.io import atomic_write_text  # noqa: E402
 from layout2img.vocab import SHAPES_THINGS  # noqa: E402
 
 SETTINGS = ("cluster", "sample")
@@ -229,9 +228,7 @@ def main(argv=None) -> int:
     print("\n".join(figure_rows(report)))
     print()
     print("\n".join(class_table(report)))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
+    save_report(report, args.out)
     return 0
 
 

@@ -33,12 +33,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import add_guard_args, guard_from_args, machine, machine_line  # noqa: E402
+from machine import add_guard_args, guard_from_args, machine, machine_line, save_report  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from layout2img.errors import ConfigError, Layout2ImgError  # noqa: E402
-from layout2img.io import atomic_write_text  # noqa: E402
 
 SETTINGS = ("sampled", "refined")
 TABLE_HEADER = ("| predictor | layouts | relations kept | thing IoU pred / real (ratio) | centre TV | size TV "
@@ -208,9 +207,7 @@ def main(argv=None) -> int:
     print(json.dumps(report, indent=1))
     print(TABLE_HEADER)
     print("\n".join(table_rows(report)))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), json.dumps(report, indent=1) + "\n")
+    save_report(report, args.out)
     return 0
 
 

@@ -212,3 +212,16 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def save_report(report: dict, out) -> None:
+    """Write a benchmark's JSON report atomically (nothing when ``out`` is None or empty)."""
+    if not out:
+        return
+    import json
+    from pathlib import Path
+
+    from layout2img.io import atomic_write_text
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(out), json.dumps(report, indent=1) + "\n")
