@@ -254,6 +254,8 @@ def test_edit_cli_errors_are_one_line(tiny_checkpoint, clip_dir, tmp_path, capsy
     assert code == 2 and "train-clip" in cap.err
     code, cap = _cli(capsys, *common, "--object", 0, "--out", tmp_path / "x.txt")
     assert code == 2 and "image file name" in cap.err
+    code, cap = _cli(capsys, *common, "--object", 0, "--patience", -1, "--out", tmp_path / "x.png")
+    assert code == 2 and "patience" in cap.err and len(cap.err.strip().splitlines()) == 1
 
 
 def test_edit_cli_nothing_better_exits_3_and_writes_no_edit(tiny_checkpoint, clip_dir, tmp_path, capsys):

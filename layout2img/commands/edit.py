@@ -52,6 +52,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--restarts", type=int, default=6,
                    help="optimisation runs (the first from the original, the others from random starts "
                         "near it); the best is kept (default 6)")
+    e.add_argument("--patience", type=int, default=0, metavar="N",
+                   help="end a run after N checks in a row without a better result (default 0: never)")
+    e.add_argument("--screen", type=int, default=0, metavar="N",
+                   help="score N random starts with a forward pass; later runs start from the best (default 0)")
     e.add_argument("--negative", action="append", default=[], metavar="TEXT",
                    help='a text the region should not match, e.g. "a red circle" (repeatable)')
     e.add_argument("--clip", default=None, metavar="SPEC",
@@ -91,7 +95,8 @@ def run(args) -> int:
     result = edit_image(model, graph, text=args.text, seed=args.seed + args.graph_index, target=target,
                         steps=args.steps, lr=args.lr, strength=args.strength, preserve_weight=args.preserve_weight,
                         modulation=args.modulation, modulation_at=args.modulation_at, restarts=args.restarts,
-                        negatives=args.negative, clip=args.clip, progress=True)
+                        patience=args.patience, screen=args.screen, negatives=args.negative, clip=args.clip,
+                        progress=True)
     written = [(args.out, result.image)] if result.improved else []
     if args.save_original:
         written.append((args.save_original, result.original))
