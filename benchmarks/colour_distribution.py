@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editing import COLORS, JUDGE_PROTOCOL, JUDGES, REPO, parse_description, to_unit  # noqa: E402
+from layouts import load_split  # noqa: E402  (benchmarks/layouts.py)
 from machine import add_guard_args, guard_from_args, machine, machine_line, save_report  # noqa: E402
 from timing import FIGURE_HEADER, figure_row  # noqa: E402
 
@@ -51,19 +52,6 @@ def total_variation(a: Counter, b: Counter) -> float | None:
     if na == 0 or nb == 0:
         return None
     return 0.5 * sum(abs(a[c] / na - b[c] / nb) for c in COLORS)
-
-
-def val_split(checkpoint: str, config: str | None, data: str | None):
-    """(model checkpoint folder, the val dataset of its run config, ``data.root`` replaced by ``data``)."""
-    from layout2img.config import to_container
-    from layout2img.data.build import build_dataset
-    from layout2img.training.runs import load_run_config, resolve_checkpoint
-
-    folder = resolve_checkpoint(checkpoint)
-    cfg, cfg_path = load_run_config(folder, config, [f"data.root={data}"] if data else [])
-    if cfg.data.get("dataset") != "shapes":
-        raise ConfigError(f"{cfg_path}: data.dataset is {cfg.data.get('dataset')!r}; this benchmark needs Shapes")
-    return folder, build_dataset(to_container(cfg.data), "val", seed=int(cfg.get("seed", 0)))
 
 
 def judge_objects(image01: torch.Tensor, weights: torch.Tensor, obj_to_img: torch.Tensor, things: list[int],
@@ -185,7 +173,7 @@ def main(argv=None) -> int:
 
         if args.max_images < 1 or args.batch_size < 1:
             raise ConfigError("--max-images and --batch-size must be positive")
-        folder, dataset = val_split(args.checkpoint, args.config, args.data)
+        folder, dataset = load_split(args.checkpoint, args.config, args.data)
         model = load_model(folder, args.device).eval()
         resolve_style(model, "cluster", folder)
         if tuple(dataset.vocab.object_names) != tuple(model.vocab.object_names) or \

@@ -308,7 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=EditSettings.lr)
     ap.add_argument("--strength", type=float, default=EditSettings.strength)
     ap.add_argument("--preserve-weight", type=float, default=EditSettings.preserve_weight)
-    ap.add_argument("--modulation", action="store_true", help="edit_image(modulation=True)")
+    ap.add_argument("--modulation", default=EditSettings.modulation, action=argparse.BooleanOptionalAction,
+                    help="edit_image(modulation=...)")
     ap.add_argument("--modulation-at", default=EditSettings.modulation_at, choices=("rgb", "output", "decoder"))
     ap.add_argument("--augment", type=int, default=EditSettings.augment, help="CLIP views per step")
     ap.add_argument("--restarts", type=int, default=EditSettings.restarts)

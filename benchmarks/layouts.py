@@ -18,7 +18,7 @@ the free boxes, ``--refine-steps`` to override). Against the real val layouts
     python benchmarks/layouts.py --checkpoint runs/shapes_64_sampler/checkpoints/latest \\
         --max-images 1000 --seeds 5 --out runs/bench/layouts_sampler.json
 
-The val split is the checkpoint's run config's (``--config`` to give one) or the Shapes folder
+The split (``--split``, default val) is the checkpoint's run config's (``--config`` to give one) or the Shapes folder
 ``--data DIR``. Checks first that the machine is quiet (``benchmarks/machine.py``; ``--allow-busy``
 to override). Prints the JSON report, then one markdown row per setting for docs/BENCHMARKS.md.
 """
@@ -45,8 +45,8 @@ TABLE_HEADER = ("| predictor | layouts | relations kept | thing IoU pred / real 
                 "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def val_split(checkpoint: str, config: str | None, data: str | None):
-    """(model folder, Shapes val dataset): the folder ``data`` when given, else the run config's split."""
+def load_split(checkpoint: str, config: str | None, data: str | None, split: str = "val"):
+    """(model folder, Shapes ``split`` dataset): the folder ``data`` when given, else the run config's split."""
     from layout2img.config import to_container
     from layout2img.data.build import build_dataset
     from layout2img.data.shapes import ShapesDataset
@@ -54,11 +54,11 @@ def val_split(checkpoint: str, config: str | None, data: str | None):
 
     folder = resolve_checkpoint(checkpoint)
     if data is not None and config is None:
-        return folder, ShapesDataset(data, "val")
+        return folder, ShapesDataset(data, split)
     cfg, cfg_path = load_run_config(folder, config, [f"data.root={data}"] if data else [])
     if cfg.data.get("dataset") != "shapes":
         raise ConfigError(f"{cfg_path}: data.dataset is {cfg.data.get('dataset')!r}; this benchmark needs Shapes")
-    return folder, build_dataset(to_container(cfg.data), "val", seed=int(cfg.get("seed", 0)))
+    return folder, build_dataset(to_container(cfg.data), split, seed=int(cfg.get("seed", 0)))
 
 
 class RelationsPerSeed:
@@ -82,7 +82,7 @@ class RelationsPerSeed:
 
 @torch.no_grad()
 def measure(model, dataset, max_images: int, seeds: int, batch_size: int, bins: int,
-            log=lambda line: None) -> dict:
+            log=lambda line: None, start: int = 0) -> dict:
     """Every figure of the module doc for the sampled and the refined layouts."""
     from layout2img.data.batch import collate
     from layout2img.metrics.layout import box_iou
@@ -94,12 +94,12 @@ def measure(model, dataset, max_images: int, seeds: int, batch_size: int, bins: 
     realism = {s: LayoutRealism.from_vocab(vocab, bins) for s in SETTINGS}
     per_seed = {s: RelationsPerSeed(seeds, vocab.predicate_names) for s in SETTINGS}
     gt_iou = {s: [] for s in SETTINGS}
-    n = min(max_images, len(dataset))
-    for start in range(0, n, batch_size):
-        items = [{**dataset[i], "image": None} for i in range(start, min(n, start + batch_size))]
+    n = max(0, min(max_images, len(dataset) - start))
+    for first in range(start, start + n, batch_size):
+        items = [{**dataset[i], "image": None} for i in range(first, min(start + n, first + batch_size))]
         batch = collate(items).to(model.device)
         if batch.masks is None:
-            raise ConfigError("the val split has no masks: relations are judged on mask centroids")
+            raise ConfigError("the split has no masks: relations are judged on mask centroids")
         real_centres = mask_centroids(batch.boxes, batch.masks)
         texts = model.encode_texts(batch).as_kwargs() if model.text_encoder is not None else {}
         obj_vecs = model.object_vectors(batch, **texts)
@@ -121,7 +121,7 @@ def measure(model, dataset, max_images: int, seeds: int, batch_size: int, bins: 
             boxes, centres = torch.stack(samples[setting][0]), torch.stack(samples[setting][1])
             realism[setting].update(boxes, objs, obj_to_img, triples, centres, free=keep)
             gt_iou[setting].append(box_iou(boxes[0][keep], batch.boxes.cpu()[keep]))
-        log(f"{min(n, start + batch_size)}/{n} graphs")
+        log(f"{min(n, first - start + batch_size)}/{n} graphs")
     results = {}
     for setting in SETTINGS:
         r = realism[setting].compute()
@@ -140,9 +140,11 @@ def table_rows(report: dict) -> list[str]:
         seeds = r["relation_satisfaction_per_seed"]
         worst = f", worst seed {100 * min(seeds):.1f} %" if len(seeds) > 1 else ""
         stuff = ", ".join(f"{c} {v['pred']:.2f}/{v['real']:.2f}" for c, v in r["stuff_mean_y"].items())
-        label = f"{p['predictor']}{' + refine' if setting == 'refined' else ''}"
+        label = p["predictor"]
+        if setting == "refined":
+            label += " + refine" + (f" (max thing IoU {p['refine_max_iou']:g})" if p.get("refine_max_iou", 1) < 1 else "")
         rows.append(
-            f"| {label} | {report['num_images']} graphs x {p['seeds']} | {100 * r['relation_satisfaction']:.1f} %"
+            f"| {label} | {p.get('split', 'val')} {p.get('start', 0)}-{p.get('start', 0) + report['num_images'] - 1} x {p['seeds']} | {100 * r['relation_satisfaction']:.1f} %"
             f"{worst} | {r['thing_pairwise_iou']:.3f} / {r['thing_pairwise_iou_real']:.3f} "
             f"({r['thing_pairwise_iou_ratio']:.2f}) | {r['centre_tv']:.3f} | {r['size_tv']:.3f} "
             f"| {r['seed_box_iou']:.3f} | {r['box_iou_vs_gt']:.3f} | {stuff} | `{command}` | {line} |")
@@ -154,9 +156,14 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="runs/shapes_64/checkpoints/latest", help="a checkpoint (or run) folder")
     ap.add_argument("--config", default=None, help="run config (default: the checkpoint's)")
     ap.add_argument("--data", default=None, help="a Shapes folder instead of the run config's data.root")
-    ap.add_argument("--max-images", type=int, default=1000, metavar="N", help="the first N val graphs")
+    ap.add_argument("--max-images", type=int, default=1000, metavar="N", help="N val graphs from --start")
+    ap.add_argument("--start", type=int, default=0, help="the first graph (tune on one range, report on another)")
+    ap.add_argument("--split", default="val", choices=["train", "val"],
+                    help="whose graphs and real layouts (tune on train, report on val)")
     ap.add_argument("--seeds", type=int, default=5, metavar="K", help="layout seeds 0..K-1 per graph (sampler)")
     ap.add_argument("--refine-steps", type=int, default=None, help="refinement steps (default: the model's)")
+    ap.add_argument("--refine-max-iou", type=float, default=None,
+                    help="largest IoU the refinement leaves between two things (default: the model's)")
     ap.add_argument("--bins", type=int, default=10, help="histogram bins per axis")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
@@ -167,21 +174,27 @@ def main(argv=None) -> int:
     try:
         from layout2img.generate import load_model
 
-        if args.max_images < 1 or args.seeds < 1 or args.batch_size < 1 or args.bins < 1:
-            raise ConfigError("--max-images, --seeds, --batch-size and --bins must be positive")
+        if args.max_images < 1 or args.seeds < 1 or args.batch_size < 1 or args.bins < 1 or args.start < 0:
+            raise ConfigError("--max-images, --seeds, --batch-size and --bins must be positive, --start >= 0")
+        if args.refine_max_iou is not None and not 0 <= args.refine_max_iou <= 1:
+            raise ConfigError(f"--refine-max-iou must be in [0, 1], got {args.refine_max_iou}")
         if args.refine_steps is not None and args.refine_steps < 0:
             raise ConfigError(f"--refine-steps must be >= 0, got {args.refine_steps}")
-        folder, dataset = val_split(args.checkpoint, args.config, args.data)
+        folder, dataset = load_split(args.checkpoint, args.config, args.data, args.split)
         model = load_model(folder, args.device).eval()
         if args.refine_steps is not None:
             model.config["layout"]["refine_steps"] = args.refine_steps
+        if args.refine_max_iou is not None:
+            model.config["layout"]["refine_max_iou"] = args.refine_max_iou
         if tuple(dataset.vocab.object_names) != tuple(model.vocab.object_names):
-            raise ConfigError(f"{folder}: the val split's vocabulary ({dataset.vocab.name}) is not the model's "
+            raise ConfigError(f"{folder}: the {args.split} split's vocabulary ({dataset.vocab.name}) is not the model's "
                               f"({model.vocab.name})")
         seeds = args.seeds if model.samples_layouts else 1
         t0 = time.perf_counter()
         measured = measure(model, dataset, args.max_images, seeds, args.batch_size, args.bins,
-                           log=lambda line: print(line, file=sys.stderr, flush=True))
+                           log=lambda line: print(line, file=sys.stderr, flush=True), start=args.start)
+        if measured["num_images"] < 1:
+            raise ConfigError(f"--start {args.start}: the {args.split} split has {len(dataset)} graphs")
     except Layout2ImgError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -194,8 +207,9 @@ def main(argv=None) -> int:
         "protocol": {
             "checkpoint": str(args.checkpoint), "training_step": (model.metadata or {}).get("training_step"),
             "predictor": lay["predictor"], "placement": lay["placement"], "refine_steps": lay["refine_steps"],
-            "split": "val", "data": str(args.data) if args.data else "the run config's data.root",
-            "max_images": args.max_images, "seeds": seeds,
+            "refine_max_iou": lay.get("refine_max_iou", 1.0),
+            "split": args.split, "data": str(args.data) if args.data else "the run config's data.root",
+            "start": args.start, "max_images": args.max_images, "seeds": seeds,
             "layout": "every box predicted from the graph (keep_known_boxes=False)",
             "noise": "per graph and seed k, the first noise block of torch.Generator().manual_seed(k)",
             "relations": "sg2im's geometric rules on mask centroids of the predicted masks",

@@ -117,7 +117,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
              config: str | os.PathLike | None = None, overrides: Iterable[str] = (), split: str = "val",
              metrics: str | Sequence[str] | None = None, samples_per_layout: int = 1, layout: str = "gt",
              style: str = "auto", max_images: int | None = None, seed: int = 0, batch_size: int = 16,
-             device: str = "auto", classifier: str | os.PathLike | None = None,
+             refine: bool | None = None, device: str = "auto", classifier: str | os.PathLike | None = None,
              inception: str | os.PathLike | None = None, clip: str | None = None, kid_subsets: int = 100,
              kid_subset_size: int = 1000, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Evaluate ``checkpoint`` (see the module doc); returns the report that was written to ``out``."""
@@ -174,6 +174,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         style_source = "cluster" if fitted else "sample"
     else:
         style_source = style
+    # predicted layouts are evaluated as `generate` makes them: refined when the model refines by default
+    refine = (model.refines_by_default if refine is None else bool(refine)) and layout == "pred"
 
     # -- what can run ---------------------------------------------------------------------------
     skipped: dict[str, str] = {}
@@ -223,7 +225,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     images_dir = out.parent / f"{out.stem}_images"
     _generate_and_measure(model, dataset, n_layouts, images_dir, measures, split=split, layout=layout,
                           style_source=style_source, k_samples=k_samples, seed=seed, batch_size=batch_size,
-                          device=dev, progress=progress)
+                          refine=refine, device=dev, progress=progress)
     results = _feature_metrics(run, extractor, images_dir, n_layouts, k_samples, kid_subsets, kid_subset_size,
                                seed, lpips_reason if diversity_measure == INCEPTION_DISTANCE else None, progress)
     if "object-acc" in run:
@@ -254,7 +256,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         "image_ids_sha1": hashlib.sha1(ids_text.encode()).hexdigest(),
         "resolution": model.image_size, "samples_per_layout": k_samples,
         "num_real_images": n_layouts, "num_generated_images": n_layouts * k_samples,
-        "layout_source": layout, "keep_known_boxes": layout == "gt", "style_source": style_source,
+        "layout_source": layout, "keep_known_boxes": layout == "gt", "refine_layout": refine,
+        "style_source": style_source,
         "seed": int(seed), "batch_size": int(batch_size),
         "feature_extractor": extractor.protocol() if extractor is not None else None,
         "fid_definition": "pytorch-fid: PNG uint8 -> x/127.5-1 -> bilinear 299 -> pool3 2048-d; "
@@ -279,8 +282,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
 
 
 def _generate_and_measure(model, dataset, n_layouts: int, images_dir: Path, measures: _Measures, *, split: str,
-                          layout: str, style_source: str, k_samples: int, seed: int, batch_size: int, device,
-                          progress: bool) -> None:
+                          layout: str, style_source: str, k_samples: int, seed: int, batch_size: int,
+                          refine: bool, device, progress: bool) -> None:
     """Render every layout ``k_samples`` times; save real and generated PNGs under ``images_dir``
     (replaced as a whole) and update ``measures`` with the 8-bit images the PNGs hold."""
     from torch.utils.data import DataLoader, Subset
@@ -324,7 +327,7 @@ def _generate_and_measure(model, dataset, n_layouts: int, images_dir: Path, meas
                     samples = []
                     for k in range(k_samples):
                         res = model(batch, layout_source=layout, style_source=style_source, generator=rng,
-                                    keep_known_boxes=layout == "gt")
+                                    keep_known_boxes=layout == "gt", refine=refine)
                         fake = quantize(res.images)
                         samples.append(fake)
                         for i in range(b):

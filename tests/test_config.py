@@ -117,7 +117,7 @@ def test_every_bundled_config_loads_and_validates():
         assert cfg.out_dir == f"runs/{name}" and cfg.model.image_size == int(re.search(r"_(\d+)", name).group(1))
         assert cfg.data.dataset == name.split("_")[0]
     clip = load_config("clip/shapes", schema=ClipRunConfig)
-    assert OmegaConf.get_type(clip) is ClipRunConfig and clip.train.steps == 1500 and clip.model.embed_dim == 128
+    assert OmegaConf.get_type(clip) is ClipRunConfig and clip.train.steps == 1000 and clip.model.embed_dim == 128
     assert clip.data.root == "data/shapes" and clip.data.prepare.num_train == 10000
     # the CLIP model is an open mapping: a new key needs +, a typo in a known one is named
     assert load_config("clip/shapes", ["+model.vision_cfg.extra=1"], schema=ClipRunConfig).model.vision_cfg.extra == 1
@@ -135,7 +135,8 @@ def test_base_and_delta_merge():
     assert cfg.data.train.instances_json == "data/coco/annotations/instances_train2017.json"  # coco.yaml
     assert cfg.model.generator.n_local_enhancers == 1 and cfg.train.global_steps == 100000  # coarse_to_fine
     assert cfg.model.generator.ngf == 32 and cfg.batch_size == 16 and cfg.data.image_size == 128  # its own
-    assert cfg.model.generator.layout_skips is True and cfg.model.generator.n_blocks == 6  # sg2im / schema
+    assert cfg.model.generator.conditioning == "spade" and cfg.model.generator.n_blocks == 6  # sg2im / schema
+    assert cfg.train.diffaugment == "color,translation,cutout" and cfg.train.fit_styles == 5000  # sg2im.yaml
     assert cfg.data.min_objects == 3 and cfg.data.max_objects == 8  # CocoDataConfig's defaults
     text = load_config("shapes_text_64")  # shapes_64 plus text
     assert (text.model.text_dim, text.model.text_encoder, text.train.text_dropout) == (128, "runs/clip_shapes", 0.3)

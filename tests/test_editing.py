@@ -284,8 +284,8 @@ def test_patience_ends_a_run_that_stops_improving_and_keeps_the_best(model, clip
     # strength 0: only the L1 outside the mask counts, so the original (loss 0) is the best state;
     # run 0 gets zero gradients there and never moves: its check at step 10 does not improve.
     kw = dict(seed=3, target=0, text="a green circle", steps=30, lr=0.5, strength=0.0, restarts=2, clip=clip,
-              progress=False)
-    full = edit_image(model, GRAPH, **kw)
+              screen=0, progress=False)
+    full = edit_image(model, GRAPH, patience=0, **kw)
     early = edit_image(model, GRAPH, patience=1, **kw)
     assert [h["step"] for h in early.history if h["restart"] == 0] == list(range(11))
     assert len(early.history) < len(full.history) == 62
@@ -299,8 +299,8 @@ def test_patience_ends_a_run_that_stops_improving_and_keeps_the_best(model, clip
 
 def test_screened_starts_begin_the_later_runs_from_the_best_draw(model, clip):
     kw = dict(seed=3, target=0, text="a green circle", steps=4, lr=0.5, strength=10.0, preserve_weight=0.0,
-              restarts=2, clip=clip, progress=False)
-    plain = edit_image(model, GRAPH, **kw)
+              restarts=2, clip=clip, patience=0, progress=False)
+    plain = edit_image(model, GRAPH, screen=0, **kw)
     screened = edit_image(model, GRAPH, screen=6, **kw)
     run0 = [h for h in plain.history if h["restart"] == 0]
     assert [h for h in screened.history if h["restart"] == 0] == run0  # screening comes after run 0

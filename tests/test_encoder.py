@@ -95,6 +95,24 @@ def test_style_clusters_recover_centres_and_sample_deterministically(tmp_path):
     assert sc2.fitted and torch.equal(sc2.sample(req, torch.Generator().manual_seed(7)), a)
 
 
+def test_sampled_centres_follow_each_cluster_share_of_the_data():
+    # class 0: 90 codes near (0, 0) and 10 near (5, 5); a uniform draw over the two centres would
+    # give the rare appearance half the objects instead of a tenth
+    g = torch.Generator().manual_seed(0)
+    codes = torch.cat([torch.randn(90, 2, generator=g) * 0.1, 5 + torch.randn(10, 2, generator=g) * 0.1])
+    sc = StyleClusters(num_classes=1, style_dim=2, k=2).fit(codes, torch.zeros(100, dtype=torch.long),
+                                                            generator=torch.Generator().manual_seed(1))
+    assert sorted(sc.shares[0].tolist()) == pytest.approx([0.1, 0.9])
+    drawn = sc.sample(torch.zeros(4000, dtype=torch.long), torch.Generator().manual_seed(2))
+    rare = float((drawn[:, 0] > 2.5).float().mean())
+    assert 0.08 < rare < 0.12
+    # without shares (checkpoints from before them) the centres are drawn uniformly
+    sc.shares.zero_()
+    rare = float((sc.sample(torch.zeros(4000, dtype=torch.long), torch.Generator().manual_seed(2))[:, 0] > 2.5)
+                 .float().mean())
+    assert 0.45 < rare < 0.55
+
+
 def test_style_clusters_fit_is_deterministic_for_a_generator_and_validates():
     _, pts = _clustered(torch.Generator().manual_seed(3))
     classes = torch.zeros(120, dtype=torch.long)

@@ -8,7 +8,8 @@ from layout2img.errors import ConfigError, GraphError
 from layout2img.metrics.layout import relation_satisfaction
 from layout2img.models.gcn import GraphEncoder
 from layout2img.models.layout import LayoutPredictor
-from layout2img.models.layout_relations import GEOMETRIC_KINDS, project_boxes, refine_boxes, relation_hinge
+from layout2img.models.layout_relations import (GEOMETRIC_KINDS, pairwise_iou, project_boxes, refine_boxes,
+                                               relation_hinge, thing_pairs)
 from layout2img.models.layout_sampler import LayoutSampler, placement_ranks, sample_known_mask
 from layout2img.models.losses import box_loss
 from layout2img.relations import geometric_relation, relation_holds
@@ -207,6 +208,41 @@ def test_refine_boxes_repairs_violations_and_keeps_fixed_boxes():
     assert torch.equal(frac_out[fixed], boxes[fixed])
     with pytest.raises(GraphError, match=r"fixed must have shape \(6,\)"):
         refine_boxes(boxes, triples, NAMES, fixed=fixed[:3])
+
+
+def test_refine_boxes_moves_piled_things_apart_without_resizing_or_breaking_relations():
+    boxes = torch.tensor([[0.30, 0.30, 0.60, 0.60],    # 0: left of 1, but nearly on top of it
+                          [0.35, 0.32, 0.65, 0.62],    # 1
+                          [0.40, 0.40, 0.55, 0.55],    # 2: pinned, on top of both
+                          [0.0, 0.0, 1.0, 1.0]])       # 3: __image__
+    triples = torch.tensor([[0, PRED["left of"], 1], [0, 0, 3], [1, 0, 3], [2, 0, 3]])
+    fixed = torch.tensor([False, False, True, True])
+    apart = torch.tensor([[0, 1], [0, 2], [1, 2]])
+    before = pairwise_iou(boxes, apart)
+    assert before[0] > 0.6
+    plain = refine_boxes(boxes, triples, NAMES, fixed=fixed)
+    out = refine_boxes(boxes, triples, NAMES, fixed=fixed, apart=apart, max_iou=0.1)
+    after = pairwise_iou(out, apart)
+    assert (after <= 0.1 + 0.02).all() and after.sum() < pairwise_iou(plain, apart).sum()
+    sizes = lambda b: b[:, 2:] - b[:, :2]  # noqa: E731
+    assert torch.allclose(sizes(out), sizes(boxes), atol=1e-6)  # moved, not shrunk
+    assert torch.equal(out[fixed], boxes[fixed])
+    named = [(s, NAMES[p], o) for s, p, o in triples.tolist()]
+    assert relation_satisfaction(out, named) == (1, 1)
+    # max_iou 1 (the default) leaves overlap alone: the same boxes as without pairs
+    assert torch.equal(refine_boxes(boxes, triples, NAMES, fixed=fixed, apart=apart, max_iou=1.0), plain)
+    with pytest.raises(GraphError, match=r"apart must have shape \(P, 2\), got \(3,\)"):
+        refine_boxes(boxes, triples, NAMES, apart=apart[:, 0])
+
+
+def test_thing_pairs_are_things_of_one_image_not_nested():
+    star, circle, sky = VOCAB.object_index("star"), VOCAB.object_index("circle"), VOCAB.object_index("sky")
+    objs = torch.tensor([star, circle, sky, 0, circle, star, circle, 0])
+    obj_to_img = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    triples = torch.tensor([[5, PRED["inside"], 6], [4, PRED["left of"], 5]])
+    pairs = thing_pairs(objs, obj_to_img, triples, NAMES, VOCAB.num_things)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (4, 5), (4, 6)]  # not sky, __image__, 5-6 (nested), 0-4
+    assert thing_pairs(objs, obj_to_img, triples, NAMES, None).shape == (0, 2)
 
 
 def test_project_boxes_keeps_size_and_shifts_inside():

@@ -122,3 +122,22 @@ def test_generate_with_one_changed_code_changes_only_that_objects_surroundings()
     near[max(0, y0 - 8):y1 + 8, max(0, x0 - 8):x1 + 8] = True
     assert float(diff[near].max()) > 1e-4
     assert float(diff[~near].max()) == 0.0
+
+
+@pytest.mark.parametrize("enhancers", [0, 1])
+def test_a_reused_trunk_gives_the_same_image_for_new_codes_and_input_conditioning_refuses_it(enhancers):
+    g = trained_spade_generator(enhancers).eval()
+    torch.manual_seed(1)
+    layout = torch.randn(2, g.in_channels, 32, 32)
+    trunk = g.trunk(layout)
+    restyled = layout.clone()
+    restyled[:, -8:] = torch.randn(2, 8, 32, 32)  # new style channels: the trunk does not read them
+    for x in (layout, restyled):
+        assert torch.allclose(g(x, trunk=trunk), g(x), atol=1e-6)
+    assert not torch.allclose(g(restyled), g(layout), atol=1e-3)
+    with pytest.raises(ConfigError, match=r"trunk must be \(2, "):
+        g(layout, trunk=trunk[:1])
+    plain = Generator(g.in_channels, ngf=8, n_downsample=2, n_blocks=1, style_channels=8)
+    assert plain.trunk_sees_style and not g.trunk_sees_style
+    with pytest.raises(ConfigError, match="a reused trunk needs conditioning='spade'"):
+        plain(layout, trunk=plain.trunk(layout))

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..editing import MODULATION_SITES
+from ..editing import MODULATION_SITES, EditSettings
 from ..errors import ConfigError, DataError
 from ..io import IMAGE_SUFFIXES
 
@@ -37,25 +37,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help=f"the edited image (.png or .jpg); not written when nothing better is found "
                         f"(exit status {EXIT_NOTHING_BETTER})")
     e.add_argument("--seed", type=int, default=0, help="the seed given to generate (default 0)")
-    e.add_argument("--steps", type=int, default=50, help="optimisation steps (default 50)")
-    e.add_argument("--lr", type=float, default=0.1, help="Adam learning rate on the style code (default 0.1)")
-    e.add_argument("--strength", type=float, default=1.0, help="weight of the CLIP term (default 1)")
-    e.add_argument("--preserve-weight", type=float, default=1.0,
-                   help="weight of the L1 term that keeps the outside unchanged (default 1)")
-    e.add_argument("--modulation", action="store_true",
+    d = EditSettings()
+    e.add_argument("--steps", type=int, default=d.steps, help=f"optimisation steps per run (default {d.steps})")
+    e.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate on the style code (default {d.lr})")
+    e.add_argument("--strength", type=float, default=d.strength, help=f"weight of the CLIP term (default {d.strength:g})")
+    e.add_argument("--preserve-weight", type=float, default=d.preserve_weight,
+                   help=f"weight of the L1 term that keeps the outside unchanged (default {d.preserve_weight:g})")
+    e.add_argument("--modulation", default=d.modulation, action=argparse.BooleanOptionalAction,
                    help="also optimise the generator's modulation: a per-channel scale and shift inside the "
                         "region (see --modulation-at; on text models also the caption embedding that drives FiLM)")
-    e.add_argument("--modulation-at", default="rgb", choices=MODULATION_SITES,
+    e.add_argument("--modulation-at", default=d.modulation_at, choices=MODULATION_SITES,
                    help="where --modulation acts: rgb (the RGB head before the tanh: a colour transform, "
                         "default), output (the last features: colour and texture), decoder (after the "
                         "residual blocks)")
-    e.add_argument("--restarts", type=int, default=6,
+    e.add_argument("--restarts", type=int, default=d.restarts,
                    help="optimisation runs (the first from the original, the others from random starts "
-                        "near it); the best is kept (default 6)")
-    e.add_argument("--patience", type=int, default=0, metavar="N",
-                   help="end a run after N checks in a row without a better result (default 0: never)")
-    e.add_argument("--screen", type=int, default=0, metavar="N",
-                   help="score N random starts with a forward pass; later runs start from the best (default 0)")
+                        f"near it); the best is kept (default {d.restarts})")
+    e.add_argument("--patience", type=int, default=d.patience, metavar="N",
+                   help=f"end a run after N checks in a row without a better result (default {d.patience}; 0: never)")
+    e.add_argument("--screen", type=int, default=d.screen, metavar="N",
+                   help=f"score N random starts with a forward pass; later runs start from the best (default {d.screen})")
+    e.add_argument("--views", type=int, default=d.augment, metavar="N",
+                   help=f"jittered views of the region CLIP scores each step (default {d.augment})")
     e.add_argument("--negative", action="append", default=[], metavar="TEXT",
                    help='a text the region should not match, e.g. "a red circle" (repeatable)')
     e.add_argument("--clip", default=None, metavar="SPEC",
@@ -78,6 +81,8 @@ def run(args) -> int:
         raise ConfigError(f"--steps must be >= 0, got {args.steps}")
     if args.restarts < 1:
         raise ConfigError(f"--restarts must be >= 1, got {args.restarts}")
+    if args.views < 1:
+        raise ConfigError(f"--views must be >= 1, got {args.views}")
     box = parse_box(args.box) if args.box is not None else None
     if not Path(args.graph).exists():
         raise DataError(f"{args.graph}: file not found")
@@ -95,8 +100,8 @@ def run(args) -> int:
     result = edit_image(model, graph, text=args.text, seed=args.seed + args.graph_index, target=target,
                         steps=args.steps, lr=args.lr, strength=args.strength, preserve_weight=args.preserve_weight,
                         modulation=args.modulation, modulation_at=args.modulation_at, restarts=args.restarts,
-                        patience=args.patience, screen=args.screen, negatives=args.negative, clip=args.clip,
-                        progress=True)
+                        patience=args.patience, screen=args.screen, augment=args.views, negatives=args.negative,
+                        clip=args.clip, progress=True)
     written = [(args.out, result.image)] if result.improved else []
     if args.save_original:
         written.append((args.save_original, result.original))

@@ -17,6 +17,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--samples-per-layout", type=int, default=1, metavar="K")
     e.add_argument("--layout", default="gt", choices=["gt", "pred"],
                    help="gt: ground-truth boxes and masks; pred: boxes and masks predicted from the graph")
+    e.add_argument("--refine", default=None, action=argparse.BooleanOptionalAction,
+                   help="with --layout pred: repair broken relations of the predicted boxes (default: as "
+                        "`generate` does, i.e. the model's layout.refine_steps with the sampler predictor)")
     e.add_argument("--style", default="auto", choices=["auto", "sample", "cluster"],
                    help="appearance codes: auto = fitted clusters if any, else sampled from N(0, I)")
     e.add_argument("--max-images", type=int, default=None, metavar="N", help="only the first N scene graphs")
@@ -42,7 +45,8 @@ def run(args) -> int:
 
     evaluate(args.checkpoint, args.out, config=args.config, overrides=args.overrides, split=args.split,
              metrics=args.metrics, samples_per_layout=args.samples_per_layout, layout=args.layout, style=args.style,
-             max_images=args.max_images, seed=args.seed, batch_size=args.batch_size, device=args.device,
+             max_images=args.max_images, seed=args.seed, batch_size=args.batch_size, refine=args.refine,
+             device=args.device,
              classifier=args.classifier, inception=args.inception, clip=args.clip, kid_subsets=args.kid_subsets,
              kid_subset_size=args.kid_subset_size, log=lambda line: print(line, file=sys.stderr))
     print(args.out)

@@ -46,7 +46,8 @@ class LayoutConfig:
     ``layers`` / ``hidden`` of its two graph convolutions, ``placement`` ``sequential`` (one
     object per graph at a time, each around those placed) or ``joint``, ``known_fraction`` the
     largest share of true boxes pinned per training image, ``refine_steps`` projected gradient
-    steps that repair broken relations when sampling (0: none).
+    steps that repair broken relations when sampling (0: none), ``refine_max_iou`` the largest IoU
+    the refinement leaves between two things of one image (1: overlap is not refined).
     """
 
     mask_size: int = 16
@@ -63,6 +64,7 @@ class LayoutConfig:
     placement: str = "sequential"
     known_fraction: float = 1.0
     refine_steps: int = 50
+    refine_max_iou: float = 1.0
 
 
 @dataclass

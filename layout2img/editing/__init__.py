@@ -22,7 +22,7 @@ From Python::
     result.image      # (3, H, W) in [-1, 1]; result.original, result.mask, result.history
     result.improved   # False: nothing scored better than the original
 
-Modules: ``region`` (what may change), ``guidance`` (the CLIP signal), ``search`` (the optimised
+Modules: ``settings`` (the knobs and their defaults), ``region`` (what may change), ``guidance`` (the CLIP signal), ``search`` (the optimised
 state, its rendering and scoring, restarts and selection), ``edit`` (:func:`edit_image`);
 the ``layout2img edit`` command is :mod:`layout2img.commands.edit`. Importing this package
 does not load torch; a name below loads its module on first use.
@@ -32,16 +32,13 @@ from __future__ import annotations
 from importlib import import_module
 
 from ..errors import EditCancelled
-
-#: Where ``modulation`` acts, the default first (the names of ``Generator.MODULATION_POINTS``;
-#: spelled out here so that the ``edit`` command's parser does not load torch).
-MODULATION_SITES = ("rgb", "output", "decoder")
+from .settings import MODULATION_SITES, EditSettings
 
 __all__ = ["EditCancelled", "EditRegion", "EditResult", "EditSettings", "MODULATION_SITES", "composite_mask",
            "edit_image", "parse_box"]
 
 _LAZY = {"EditResult": "edit", "edit_image": "edit", "EditRegion": "region", "composite_mask": "region",
-         "parse_box": "region", "EditSettings": "search"}
+         "parse_box": "region"}
 
 
 def __getattr__(name: str):  # torch loads on first use, so `layout2img --help` stays fast

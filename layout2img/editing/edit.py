@@ -12,7 +12,8 @@ from ..errors import ConfigError, GraphError
 from ..graph import SceneGraph
 from .guidance import Guidance, guidance_encoder
 from .region import EditRegion, Target
-from .search import EditObjective, EditRenderer, EditSettings, EditState, ProgressCallback, run_search
+from .search import EditObjective, EditRenderer, EditState, ProgressCallback, run_search
+from .settings import EditSettings
 
 
 @dataclass
@@ -120,10 +121,11 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
                                  settings.grow, settings.feather)
         guidance = Guidance(encoder, text, negatives, crop_box=where.crop_box, jitter=settings.jitter, seed=seed,
                             device=device)
-        render = EditRenderer(model, out, texts, where.rows, where.mask, settings.modulation_at)
+        state = EditState(model, len(where.rows), settings)
+        render = EditRenderer(model, out, texts, where.rows, where.mask, settings.modulation_at,
+                              film="film" in state.tensors)
         objective = EditObjective(guidance, original, where.mask, where.rows, settings)
-        outcome = run_search(EditState(model, len(where.rows), settings), render, objective, guidance, settings,
-                             seed, callback=callback, progress=progress)
+        outcome = run_search(state, render, objective, guidance, settings, seed, callback=callback, progress=progress)
         with torch.no_grad():
             edited, codes = render(outcome.best)
             image = (where.mask * edited + (1 - where.mask) * original).clamp(-1, 1)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, EditCancelled
-from ..models.generator import Generator
+from ..errors import EditCancelled
 from .guidance import Guidance
+from .settings import EditSettings
 
 SELECT_EVERY = 10  # steps between comparisons of the current edit with the best so far
 MIN_SELECTION_VIEWS = 8  # candidates are compared on at least this many fixed views
@@ -19,44 +19,6 @@ MIN_SELECTION_VIEWS = 8  # candidates are compared on at least this many fixed v
 #: Called after every step with {"restart", "restarts", "step", "steps", "clip", "best_clip"};
 #: returning False cancels the edit.
 ProgressCallback = Callable[[dict], bool | None]
-
-
-@dataclass(frozen=True)
-class EditSettings:
-    """The knobs of an edit (see :func:`~layout2img.editing.edit_image`), checked on creation."""
-
-    steps: int = 50
-    lr: float = 0.1
-    strength: float = 1.0
-    preserve_weight: float = 1.0
-    code_weight: float = 0.0
-    modulation: bool = False
-    modulation_at: str = "rgb"
-    grow: int = 1
-    feather: int = 1
-    augment: int = 4
-    jitter: float = 0.1
-    restarts: int = 6
-    init_scale: float = 1.0
-    patience: int = 0
-    screen: int = 0
-
-    def __post_init__(self):
-        if self.modulation_at not in Generator.MODULATION_POINTS:
-            raise ConfigError(f"edit: modulation_at must be one of {', '.join(Generator.MODULATION_POINTS)}, "
-                              f"got {self.modulation_at!r}")
-        for name in ("restarts", "augment"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"edit: {name} must be a positive integer, got {value!r}")
-        for name in ("steps", "patience", "screen"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"edit: {name} must be a non-negative integer, got {value!r}")
-        for name in ("lr", "strength", "preserve_weight", "code_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"edit: {name} must be a finite number >= 0, got {value!r}")
 
 
 class EditState:
@@ -116,7 +78,8 @@ class RegionModulation:
 class EditRenderer:
     """The image for a state, through the model's rendering hook (:meth:`SceneGraphToImage.render`)."""
 
-    def __init__(self, model, output, texts, rows: list[int], mask: torch.Tensor, modulation_at: str):
+    def __init__(self, model, output, texts, rows: list[int], mask: torch.Tensor, modulation_at: str,
+                 film: bool = False):
         self.model = model
         self.layout = output.layout
         self.base_codes = output.style_codes.detach().float() if output.style_codes is not None else None
@@ -128,6 +91,10 @@ class EditRenderer:
         else:  # no caption: a zero embedding for the FiLM offset to start from
             self.caption_emb = torch.zeros(1, model.text_dim, device=model.device) if model.text_dim else None
             self.caption_mask = None
+        # The generator's trunk reads neither the codes nor the modulations: computed once, each step
+        # then runs the decoder alone (None with a FiLM offset, which changes the trunk every step).
+        self.trunk = None if film else model.render_trunk(
+            self.layout, self.caption_emb if self.caption_mask is not None else None, self.caption_mask)
 
     def __call__(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(image (3, H, W) in [-1, 1], every object's codes) for the tensors of a state."""
@@ -143,7 +110,7 @@ class EditRenderer:
         else:
             caption_emb = self.caption_emb if self.caption_mask is not None else None
             image = self.model.render(self.layout, style_codes=codes, caption_emb=caption_emb,
-                                      caption_mask=self.caption_mask, modulate=modulate)
+                                      caption_mask=self.caption_mask, modulate=modulate, trunk=self.trunk)
         return image[0].float().clamp(-1, 1), codes
 
 

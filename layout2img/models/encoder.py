@@ -79,7 +79,10 @@ class StyleClusters(nn.Module):
     """Per-class k-means centres of style codes, fitted after training (pix2pixHD's feature clusters).
 
     All state lives in buffers (``centres`` (num_classes, k, S), ``counts`` (num_classes,) = number
-    of valid centres of each class, ``is_fitted``), so it is saved and loaded with the model.
+    of valid centres of each class, ``shares`` (num_classes, k) = each centre's share of its class's
+    codes, ``is_fitted``), so it is saved and loaded with the model. :meth:`sample` draws a centre
+    with its share, so sampled appearances follow the data's frequencies (a class whose shares are
+    all zero, as in checkpoints from before shares, draws its centres uniformly).
     """
 
     def __init__(self, num_classes: int, style_dim: int, k: int = 10):
@@ -89,6 +92,7 @@ class StyleClusters(nn.Module):
         self.num_classes, self.style_dim, self.k = num_classes, style_dim, k
         self.register_buffer("centres", torch.zeros(num_classes, k, style_dim))
         self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("shares", torch.zeros(num_classes, k))
         self.register_buffer("is_fitted", torch.zeros((), dtype=torch.bool))
 
     @property
@@ -114,18 +118,24 @@ class StyleClusters(nn.Module):
         classes = classes.detach().long().to(rng_device)
         centres = torch.zeros_like(self.centres, device=rng_device)
         counts = torch.zeros_like(self.counts, device=rng_device)
+        shares = torch.zeros_like(self.shares, device=rng_device)
         for c in torch.unique(classes).tolist():
-            found = _kmeans(codes[classes == c], self.k, iters, generator)
+            x = codes[classes == c]
+            found = _kmeans(x, self.k, iters, generator)
             centres[c, : len(found)] = found
             counts[c] = len(found)
+            nearest = torch.cdist(x, found).argmin(dim=1)
+            shares[c, : len(found)] = torch.bincount(nearest, minlength=len(found)).float() / len(x)
         self.centres.copy_(centres)
         self.counts.copy_(counts)
+        self.shares.copy_(shares)
         self.is_fitted.fill_(True)
         return self
 
     @torch.no_grad()
     def sample(self, classes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(O,) class indices -> (O, S) codes: a random centre of the class, N(0, I) for a class with none.
+        """(O,) class indices -> (O, S) codes: a centre of the class drawn with its share, N(0, I)
+        for a class with none.
 
         Both draws are always made, so the random stream consumed does not depend on the classes.
         """
@@ -133,7 +143,12 @@ class StyleClusters(nn.Module):
         rng_device = generator.device if generator is not None else device
         classes = classes.to(device).long()
         n = self.counts[classes]
-        pick = (torch.rand(classes.shape, generator=generator, device=rng_device).to(device) * n).long()
+        u = torch.rand(classes.shape, generator=generator, device=rng_device).to(device)
+        valid = (torch.arange(self.k, device=device)[None, :] < n[:, None]).float()
+        shares = self.shares[classes] * valid
+        weights = torch.where(shares.sum(1, keepdim=True) > 0, shares, valid)  # no shares: uniform
+        cdf = weights.cumsum(1) / weights.sum(1, keepdim=True).clamp_min(1e-12)
+        pick = (cdf < u[:, None]).sum(1)
         pick = torch.minimum(pick, (n - 1).clamp_min(0))
         from_clusters = self.centres[classes, pick]
         prior = torch.randn(classes.shape + (self.style_dim,), generator=generator, device=rng_device).to(device)

@@ -314,21 +314,50 @@ class Generator(nn.Module):
         head = self.enhancers[-1].to_rgb if self.n_local_enhancers and stage == "full" else self.global_net.to_rgb
         return head[0].in_channels if point == "output" else head[0].out_channels
 
+    @property
+    def trunk_sees_style(self) -> bool:
+        """Whether the global net's encoder reads the style channels (``conditioning='input'``):
+        then its output (:meth:`trunk`) changes with the style codes and cannot be reused."""
+        return not self.global_net.spade
+
+    def trunk(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """The global net's features entering its decoder (stem, downsampling, residual blocks):
+        what ``forward(trunk=...)`` reuses when only the style codes or the modulations change
+        (an edit's steps), so each step runs the decoder alone."""
+        self._check_inputs(layout, text_emb, "full")
+        return self.global_net.encode(self._pyramid(layout)[-1], text_emb)
+
+    def _pyramid(self, layout: torch.Tensor) -> list[torch.Tensor]:
+        """The layout at each generator's input resolution, finest first."""
+        pyramid = [layout]
+        for _ in range(self.n_local_enhancers):
+            pyramid.append(downsample_layout(pyramid[-1]))
+        return pyramid
+
     def forward(self, layout: torch.Tensor, text_emb: torch.Tensor | None = None, stage: str = "full",
-                modulate: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+                modulate: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                trunk: torch.Tensor | None = None) -> torch.Tensor:
         """The image for a layout; ``modulate`` maps :data:`MODULATION_POINTS` names to functions
         whose output replaces the features at that point (e.g. a learned scale and shift inside an
         edit region): ``'decoder'`` the global net's features after its residual blocks, entering
         its decoder; ``'output'`` the last features, entering the final RGB head (the finest
         enhancer's, or the global net's with no enhancers or at ``stage='global'``); ``'rgb'``
-        that head's output before its tanh."""
+        that head's output before its tanh. ``trunk``: :meth:`trunk`'s output for this layout's
+        shape channels and ``text_emb``, reused instead of recomputed (not with ``trunk_sees_style``)."""
         self._check_inputs(layout, text_emb, stage)
         modulate = self._check_modulate(modulate)
-        # input pyramid, finest first
-        pyramid = [layout]
-        for _ in range(self.n_local_enhancers):
-            pyramid.append(downsample_layout(pyramid[-1]))
-        h = self.global_net.encode(pyramid[-1], text_emb)
+        pyramid = self._pyramid(layout)
+        if trunk is None:
+            h = self.global_net.encode(pyramid[-1], text_emb)
+        elif self.trunk_sees_style:
+            raise ConfigError("Generator: a reused trunk needs conditioning='spade' (with 'input' the "
+                              "encoder reads the style channels)")
+        else:
+            expected = (layout.shape[0], self.global_net.bottleneck_channels,
+                        *(n // 2 ** self.n_downsample for n in pyramid[-1].shape[-2:]))
+            if tuple(trunk.shape) != expected:
+                raise ConfigError(f"Generator: trunk must be {expected}, got {tuple(trunk.shape)}")
+            h = trunk
         if "decoder" in modulate:
             h = modulate["decoder"](h)
         h = self.global_net.decode(h, pyramid[-1])

@@ -90,6 +90,25 @@ def relation_hinge(boxes: torch.Tensor, triples: torch.Tensor, predicate_names: 
     return torch.where(kinds >= 0, picked, torch.zeros_like(picked))
 
 
+def thing_pairs(objs: torch.Tensor, obj_to_img: torch.Tensor, triples: torch.Tensor,
+                predicate_names: Sequence[str], num_things: int | None) -> torch.Tensor:
+    """(P, 2) pairs i < j of things (class 1..num_things) in the same image that no ``inside`` /
+    ``surrounding`` triple joins: the boxes a layout should not pile on each other."""
+    if not num_things:
+        return torch.zeros(0, 2, dtype=torch.long, device=objs.device)
+    thing = (objs >= 1) & (objs <= num_things)
+    i, j = torch.triu_indices(objs.numel(), objs.numel(), 1, device=objs.device)
+    keep = thing[i] & thing[j] & (obj_to_img[i] == obj_to_img[j])
+    if triples.numel():
+        kinds = predicate_kinds(triples, predicate_names)
+        nested = triples[(kinds == GEOMETRIC_KINDS.index("inside")) | (kinds == GEOMETRIC_KINDS.index("surrounding"))]
+        if nested.numel():
+            n = objs.numel()
+            key = torch.minimum(nested[:, 0], nested[:, 2]) * n + torch.maximum(nested[:, 0], nested[:, 2])
+            keep &= ~torch.isin(i * n + j, key)
+    return torch.stack([i[keep], j[keep]], 1)
+
+
 def project_boxes(boxes: torch.Tensor, min_size: float = 0.02) -> torch.Tensor:
     """Nearest valid boxes by size and centre: sizes in [min_size, 1], then shifted (never
     shrunk) to lie inside [0, 1]."""
@@ -99,20 +118,36 @@ def project_boxes(boxes: torch.Tensor, min_size: float = 0.02) -> torch.Tensor:
     return torch.cat([centre - size / 2, centre + size / 2], 1)
 
 
+def pairwise_iou(boxes: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """(P,) IoU of the box pairs ``pairs`` (P, 2) of ``boxes`` (O, 4), differentiable."""
+    a, b = boxes[pairs[:, 0]], boxes[pairs[:, 1]]
+    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    area = lambda x: (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-6)
+
+
 def refine_boxes(boxes: torch.Tensor, triples: torch.Tensor, predicate_names: Sequence[str],
                  fixed: torch.Tensor | None = None, mask_probs: torch.Tensor | None = None, steps: int = 50,
-                 lr: float = 0.05, margin: float = 0.02, min_size: float = 0.02) -> torch.Tensor:
+                 lr: float = 0.05, margin: float = 0.02, min_size: float = 0.02,
+                 apart: torch.Tensor | None = None, max_iou: float = 1.0) -> torch.Tensor:
     """A few projected gradient steps on the free boxes lowering :func:`relation_hinge`.
 
     ``fixed`` (O,) bool: boxes returned bit for bit (pinned boxes, ``__image__``); ``mask_probs``
     (O, M, M): relations are judged on mask centroids (their place in the box is kept). Free boxes
-    stay inside [0, 1] with sides >= ``min_size``. Stops early once every hinge is zero. Returns
-    new boxes (O, 4) in ``boxes``' dtype; gradients do not flow through the refinement.
+    stay inside [0, 1] with sides >= ``min_size``. ``apart`` (P, 2) box pairs (things of one image)
+    whose IoU above ``max_iou`` is lowered too, by moving the boxes (never resizing them): a
+    layout net regresses towards the mean place, so its things pile up where real ones spread.
+    Stops early once every hinge is zero. Returns new boxes (O, 4) in ``boxes``' dtype; gradients
+    do not flow through the refinement.
     """
     _check(boxes, triples)
-    if steps < 0 or lr <= 0 or not 0 < min_size <= 1:
-        raise GraphError(f"refine_boxes: need steps >= 0, lr > 0 and 0 < min_size <= 1, "
-                         f"got {steps}, {lr}, {min_size}")
+    if steps < 0 or lr <= 0 or not 0 < min_size <= 1 or not 0 <= max_iou:
+        raise GraphError(f"refine_boxes: need steps >= 0, lr > 0, 0 < min_size <= 1 and max_iou >= 0, "
+                         f"got {steps}, {lr}, {min_size}, {max_iou}")
+    if apart is not None and (apart.dim() != 2 or apart.shape[1] != 2):
+        raise GraphError(f"refine_boxes: apart must have shape (P, 2), got {tuple(apart.shape)}")
+    separating = apart is not None and apart.numel() > 0 and max_iou < 1
     original = boxes.detach()
     fixed = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device) if fixed is None else fixed.bool()
     if fixed.shape != (boxes.shape[0],):
@@ -124,13 +159,19 @@ def refine_boxes(boxes: torch.Tensor, triples: torch.Tensor, predicate_names: Se
         for _ in range(steps):
             x = current.clone().requires_grad_(True)
             loss = relation_hinge(x, triples, predicate_names, fractions, margin).sum()
-            if float(loss.detach()) == 0.0:
+            excess = torch.relu(pairwise_iou(x, apart) - max_iou).sum() if separating else x.new_zeros(())
+            if float(loss.detach()) == 0.0 and float(excess.detach()) == 0.0:
                 break
-            (grad,) = torch.autograd.grad(loss, x)
+            grad = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None
+            grad = torch.zeros_like(x) if grad is None else grad
+            if excess.requires_grad:
+                (g,) = torch.autograd.grad(excess, x)
+                shift = (g[:, :2] + g[:, 2:]) / 2  # the overlap's pull as a translation: sizes stay
+                grad = grad + torch.cat([shift, shift], 1)
             stepped = project_boxes((x - lr * grad).detach(), min_size)
             current = torch.where(free, stepped, current)
     return torch.where(free, current.to(original.dtype), original)
 
 
 __all__ = ["GEOMETRIC_KINDS", "predicate_kinds", "mask_centre_fractions", "centres_of", "relation_hinge",
-           "project_boxes", "refine_boxes"]
+           "project_boxes", "pairwise_iou", "thing_pairs", "refine_boxes"]

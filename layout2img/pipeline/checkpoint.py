@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import CheckpointError
 from ..io import PretrainedMixin, atomic_write_text, read_json
 from ..vocab import Vocab
@@ -21,6 +23,9 @@ from .text import resolve_text_encoder_spec
 VOCAB_FILE = "vocab.json"
 #: The subfolder of a checkpoint that holds its text encoder (a domain CLIP), when bundled.
 TEXT_ENCODER_FOLDER = "text_encoder"
+#: State-dict suffixes added after format 1 whose all-zero value reproduces older checkpoints'
+#: behaviour (style cluster shares: zero = centres drawn uniformly).
+LATER_ZERO_TENSORS = ("style_clusters.shares",)
 
 
 class SceneGraphCheckpointMixin(PretrainedMixin):
@@ -51,6 +56,13 @@ class SceneGraphCheckpointMixin(PretrainedMixin):
         if self._bundles_text_encoder():
             encoder = self.text_encoder
             encoder.save_pretrained(folder / TEXT_ENCODER_FOLDER, encoder.metadata)
+
+    def load_pretrained_state(self, state: dict[str, Any], where: Path) -> None:
+        # tensors added after a checkpoint was written get the value that means what it meant then
+        for key, value in self.state_dict().items():  # type: ignore[attr-defined]
+            if key not in state and key.endswith(LATER_ZERO_TENSORS):
+                state = {**state, key: torch.zeros_like(value)}
+        super().load_pretrained_state(state, where)  # type: ignore[misc]
 
     @classmethod
     def from_pretrained_config(cls, config: dict[str, Any], folder: Path) -> "SceneGraphCheckpointMixin":

@@ -20,7 +20,7 @@ from ..data.batch import Batch, collate
 from ..errors import ConfigError, GraphError
 from ..graph_validation import box_problem
 from ..models.layout import LayoutPredictor
-from ..models.layout_relations import mask_centre_fractions, refine_boxes, relation_hinge
+from ..models.layout_relations import mask_centre_fractions, refine_boxes, relation_hinge, thing_pairs
 from ..models.layout_sampler import LayoutSampler, sample_known_mask
 from .inputs import with_captions
 
@@ -42,6 +42,8 @@ def build_layout_predictor(width: int, num_predicates: int, layout: Mapping[str,
     steps = layout["refine_steps"]
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ConfigError(f"model.layout.refine_steps: expected an integer >= 0, got {steps!r}")
+    if not 0 <= float(layout["refine_max_iou"]) <= 1:
+        raise ConfigError(f"model.layout.refine_max_iou: expected a value in [0, 1], got {layout['refine_max_iou']!r}")
     if not 0 <= float(layout["known_fraction"]) <= 1:
         raise ConfigError(f"model.layout.known_fraction: expected a value in [0, 1], got {layout['known_fraction']!r}")
     head = {k: layout[k] for k in HEAD_KEYS}
@@ -145,8 +147,10 @@ class LayoutMixin:
         return boxes, mask_logits, sample
 
     def _refined(self, batch: Batch, boxes: torch.Tensor, fixed: torch.Tensor, mask_logits: torch.Tensor):
-        return refine_boxes(boxes, batch.triples, self.vocab.predicate_names, fixed=fixed,
-                            mask_probs=torch.sigmoid(mask_logits.float()), steps=self.config["layout"]["refine_steps"])
+        layout, names = self.config["layout"], self.vocab.predicate_names
+        apart = thing_pairs(batch.objs, batch.obj_to_img, batch.triples, names, self.vocab.num_things)
+        return refine_boxes(boxes, batch.triples, names, fixed=fixed, mask_probs=torch.sigmoid(mask_logits.float()),
+                            steps=layout["refine_steps"], apart=apart, max_iou=float(layout["refine_max_iou"]))
 
     def layout_batch(self, graphs: Any, seed: int, num_samples: int, pinned: Any = None, text: Any = None):
         """(packed batch on the model's device, per-graph items, layout noise or None) of ``graphs``,

@@ -206,14 +206,15 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
     def render(self, layout: LayoutTensors, style_codes: torch.Tensor | None = None,
                caption_emb: torch.Tensor | None = None, caption_mask: torch.Tensor | None = None,
                modulate: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-               stage: str = "full") -> torch.Tensor:
+               stage: str = "full", trunk: torch.Tensor | None = None) -> torch.Tensor:
         """The generator's images (B, 3, H, W) in [-1, 1] for a built layout: the rendering hook.
 
         ``style_codes`` (O, style_dim), one row per packed object, are spread into the layout's
         style channels in place of its own (None: keep ``layout.style``); gradients flow back
         to them. ``caption_emb`` (B, text_dim) drives FiLM on the images ``caption_mask`` (B,)
         bool marks (None: all); the others are drawn as without text. ``modulate``: as
-        :meth:`Generator.forward` (names in :data:`Generator.MODULATION_POINTS`).
+        :meth:`Generator.forward` (names in :data:`Generator.MODULATION_POINTS`). ``trunk``:
+        :meth:`render_trunk`'s output for the same layout and caption, reused.
         """
         if style_codes is not None:
             if layout.geometry is None:
@@ -224,12 +225,32 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
         if self.uses_channels_last:
             layout_in = layout_in.contiguous(memory_format=torch.channels_last)
         if caption_emb is None or caption_mask is None or bool(caption_mask.all()):
-            return self.generator(layout_in, caption_emb, stage=stage, modulate=modulate)
+            return self.generator(layout_in, caption_emb, stage=stage, modulate=modulate, trunk=trunk)
         # Instance normalisation works per image, so running the two groups separately equals
         # one pass in which FiLM is the identity on the rows without text.
         with_text, without = caption_mask.nonzero().flatten(), (~caption_mask).nonzero().flatten()
-        a = self.generator(layout_in[with_text], caption_emb[with_text], stage=stage, modulate=modulate)
-        b = self.generator(layout_in[without], None, stage=stage, modulate=modulate)
+        part = (lambda rows: trunk[rows]) if trunk is not None else (lambda rows: None)  # noqa: E731
+        a = self.generator(layout_in[with_text], caption_emb[with_text], stage=stage, modulate=modulate,
+                           trunk=part(with_text))
+        b = self.generator(layout_in[without], None, stage=stage, modulate=modulate, trunk=part(without))
+        out = a.new_zeros((layout_in.shape[0],) + tuple(a.shape[1:]))
+        return out.index_copy(0, with_text, a).index_copy(0, without, b.to(a.dtype))
+
+    @torch.no_grad()
+    def render_trunk(self, layout: LayoutTensors, caption_emb: torch.Tensor | None = None,
+                     caption_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What :meth:`render` may reuse (``trunk=``) while only style codes and modulations change,
+        for this layout and caption; None where the generator's encoder reads the style channels."""
+        if self.generator.trunk_sees_style:
+            return None
+        layout_in = layout.tensor()
+        if self.uses_channels_last:
+            layout_in = layout_in.contiguous(memory_format=torch.channels_last)
+        if caption_emb is None or caption_mask is None or bool(caption_mask.all()):
+            return self.generator.trunk(layout_in, caption_emb)
+        with_text, without = caption_mask.nonzero().flatten(), (~caption_mask).nonzero().flatten()
+        a = self.generator.trunk(layout_in[with_text], caption_emb[with_text])
+        b = self.generator.trunk(layout_in[without], None)
         out = a.new_zeros((layout_in.shape[0],) + tuple(a.shape[1:]))
         return out.index_copy(0, with_text, a).index_copy(0, without, b.to(a.dtype))
 

@@ -1,0 +1,51 @@
+"""The knobs of an edit and their defaults (no torch here: the ``edit`` command's parser reads them)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+#: Where ``modulation`` acts, the default first (the names of ``Generator.MODULATION_POINTS``;
+#: spelled out here so that the ``edit`` command's parser does not load torch).
+MODULATION_SITES = ("rgb", "output", "decoder")
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """The knobs of an edit (see :func:`~layout2img.editing.edit_image`), checked on creation."""
+
+    # The defaults: tuned for time on Shapes val scenes 0-29 (docs/BENCHMARKS.md, "Text-guided
+    # editing"): 3 runs of <= 18 steps, the later two from the best of 8 screened starts, 2 views.
+    steps: int = 18
+    lr: float = 0.1
+    strength: float = 1.0
+    preserve_weight: float = 1.0
+    code_weight: float = 0.0
+    modulation: bool = True
+    modulation_at: str = "rgb"
+    grow: int = 1
+    feather: int = 1
+    augment: int = 2
+    jitter: float = 0.1
+    restarts: int = 3
+    init_scale: float = 1.0
+    patience: int = 2
+    screen: int = 8
+
+    def __post_init__(self):
+        if self.modulation_at not in MODULATION_SITES:
+            raise ConfigError(f"edit: modulation_at must be one of {', '.join(MODULATION_SITES)}, "
+                              f"got {self.modulation_at!r}")
+        for name in ("restarts", "augment"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"edit: {name} must be a positive integer, got {value!r}")
+        for name in ("steps", "patience", "screen"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"edit: {name} must be a non-negative integer, got {value!r}")
+        for name in ("lr", "strength", "preserve_weight", "code_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"edit: {name} must be a finite number >= 0, got {value!r}")
