@@ -201,8 +201,9 @@ def main(argv=None) -> int:
             "checkpoint": str(args.checkpoint), "training_step": (model.metadata or {}).get("training_step"),
             "style_clusters": (model.metadata or {}).get("style_clusters"), "split": "val",
             "data": str(args.data) if args.data else "the run config's data.root", "max_images": args.max_images,
-            "layout": "ground truth (boxes and masks)", "settings": {"cluster": "a random fitted cluster centre of "
-                      "the object's class", "sample": "N(0, I)"},
+            "layout": "ground truth (boxes and masks)", "settings": {"cluster": "a fitted cluster centre of the object's "
+                      "class, drawn with its share of the class's codes (uniformly if the "
+                      "checkpoint has no shares)", "sample": "N(0, I)"},
             "seed": "seed + the batch's first val index, the same for both settings", "batch_size": args.batch_size,
             "min_pixels": args.min_pixels, "judge": f"{args.judge}: {JUDGE_PROTOCOL[args.judge]}",
             "real_masks": "ground-truth visible masks (GT boxes and masks composed as the model does)",

@@ -213,3 +213,11 @@ def test_caption_conditioning_writes_machine_and_protocol(tiny_shapes, tmp_path,
     assert all(0 <= v.get("color_accuracy", v.get("follows_text")) <= 1 for v in r["results"].values())
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| caption conditioning")]
     assert len(rows) == len(r["results"]) >= 1
+
+
+def test_profile_step_lists_the_ops_of_a_training_step():
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--dry-run", "--threads", "1"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "aten::convolution_backward" in res.stdout and "Self CPU" in res.stdout
+    assert "shapes_64, batch 2, 1 threads:" in res.stdout and "s a profiled step" in res.stdout

@@ -111,14 +111,14 @@ def test_default_metrics_report_what_cannot_run_with_the_reason(tiny_run, tmp_pa
 def test_same_seed_same_pixels_and_pred_layouts(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(fidm, "InceptionFeatureExtractor", TinyFeatures)
     runs = {}
-    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"]), ("p", ["--layout", "pred"]),
-                        ("r", ["--layout", "pred", "--refine"])):
+    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"]), ("p", ["--layout", "pred", "--no-refine"]),
+                        ("r", ["--layout", "pred"])):
         assert _evaluate(tiny_run, tmp_path / f"{name}.json", "--metrics", "layout", *extra) == 0
         runs[name] = [f.read_bytes() for f in sorted((tmp_path / f"{name}_images" / "fake").iterdir())]
     assert runs["a"] == runs["b"] and runs["a"] != runs["c"] and runs["a"] != runs["p"]
     p = json.loads((tmp_path / "p.json").read_text())["protocol"]
     assert p["layout_source"] == "pred" and p["keep_known_boxes"] is False and p["feature_extractor"] is None
-    # a regression model is not refined unless asked (as generate); --refine is recorded
+    # predicted layouts are refined as generate refines them (refine_steps > 0) unless --no-refine
     assert p["refine_layout"] is False and json.loads((tmp_path / "r.json").read_text())["protocol"]["refine_layout"]
     assert json.loads((tmp_path / "a.json").read_text())["protocol"]["refine_layout"] is False
 

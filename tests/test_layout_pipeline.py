@@ -50,6 +50,7 @@ def test_the_config_picks_the_predictor_and_checks_its_keys():
     assert isinstance(model.layout_predictor, LayoutSampler) and model.layout_predictor.z_dim == 3
     assert model.samples_layouts and model.refines_by_default and not tiny_model("regression").samples_layouts
     assert not tiny_model("sampler", refine_steps=0).refines_by_default
+    assert tiny_model("regression").refines_by_default  # regressed layouts are refined too
     for layout, message in (({"predictor": "vae"}, "model.layout.predictor: expected regression or sampler, got 'vae'"),
                             ({"placement": "random"}, "model.layout.placement: expected sequential or joint"),
                             ({"refine_steps": -1}, "model.layout.refine_steps: expected an integer >= 0"),

@@ -44,7 +44,7 @@ def test_dry_run_reports_every_figure_for_sampled_and_refined_layouts(tiny_shape
         assert res["thing_pairwise_iou_real"] >= 0 and res["thing_pairwise_iou"] >= 0
         assert 0 <= res["box_iou_vs_gt"] <= 1 and res["stuff_mean_y"]
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| sampler")]
-    assert len(rows) == 2 and rows[1].startswith("| sampler + refine | val 0-2 x 2 | 100.0 %")
+    assert len(rows) == 2 and rows[1].startswith("| sampler + refine (max thing IoU 0.3) | val 0-2 x 2 | 100.0 %")
     assert all(ln.count("|") == layouts.TABLE_HEADER.splitlines()[0].count("|") for ln in rows)
 
 

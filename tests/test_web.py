@@ -28,7 +28,7 @@ GRAPH = {"objects": ["sky", "grass", "circle"], "relationships": [[0, "above", 1
 SCENE = {"graph": GRAPH, "style_seeds": [1, 2, 3]}
 # Fast edits that change a tiny model's image: the random tiny CLIP barely responds to pixels, so
 # a strong CLIP term and no L1 veto (an untrained generator moves every pixel with any code).
-EDIT_OPTIONS = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserve_weight": 0.0}
+EDIT_OPTIONS = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserve_weight": 0.0, "augment": 4}
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -370,7 +370,7 @@ def test_an_edit_job_runs_off_the_request_and_changes_only_its_region(edit_serve
 
 def test_a_box_or_the_whole_image_can_be_edited(edit_server):
     for target in ([0.0, 0.5, 0.5, 1.0], None):
-        _, job, _ = edit(edit_server, target=target, modulation=True, text="a blue square")
+        _, job, _ = edit(edit_server, target=target, modulation=True, text="a blue square", steps=6)
         done = wait_job(edit_server, job["job"])
         assert done["state"] == "done" and done["improved"] is True, done
 

@@ -18,8 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--layout", default="gt", choices=["gt", "pred"],
                    help="gt: ground-truth boxes and masks; pred: boxes and masks predicted from the graph")
     e.add_argument("--refine", default=None, action=argparse.BooleanOptionalAction,
-                   help="with --layout pred: repair broken relations of the predicted boxes (default: as "
-                        "`generate` does, i.e. the model's layout.refine_steps with the sampler predictor)")
+                   help="with --layout pred: repair broken relations and piled-up things of the predicted "
+                        "boxes (default: as `generate` does: on when the model's layout.refine_steps > 0)")
     e.add_argument("--style", default="auto", choices=["auto", "sample", "cluster"],
                    help="appearance codes: auto = fitted clusters if any, else sampled from N(0, I)")
     e.add_argument("--max-images", type=int, default=None, metavar="N", help="only the first N scene graphs")

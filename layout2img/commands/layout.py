@@ -25,8 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
     p.add_argument("--seed", type=int, default=0, help="graph i uses layout seed seed+i (default 0)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
-                   help="repair broken relations of the predicted boxes (default: as `generate` does, on for "
-                        "a layout sampler with refine steps, off for the regression)")
+                   help="repair broken relations and piled-up things of the predicted boxes (default: as "
+                        "`generate` does: on when the model's layout.refine_steps > 0)")
     p.add_argument("--text", default=None, metavar="CAPTION",
                    help="a caption for every graph, as given to `generate` (needs a model with a text encoder)")
     p.add_argument("--out", default=None, help="write the JSON here (default: print it)")

@@ -64,7 +64,7 @@ class LayoutConfig:
     placement: str = "sequential"
     known_fraction: float = 1.0
     refine_steps: int = 50
-    refine_max_iou: float = 1.0
+    refine_max_iou: float = 0.3
 
 
 @dataclass

@@ -136,8 +136,9 @@ def refine_boxes(boxes: torch.Tensor, triples: torch.Tensor, predicate_names: Se
     ``fixed`` (O,) bool: boxes returned bit for bit (pinned boxes, ``__image__``); ``mask_probs``
     (O, M, M): relations are judged on mask centroids (their place in the box is kept). Free boxes
     stay inside [0, 1] with sides >= ``min_size``. ``apart`` (P, 2) box pairs (things of one image)
-    whose IoU above ``max_iou`` is lowered too, by moving the boxes (never resizing them): a
-    layout net regresses towards the mean place, so its things pile up where real ones spread.
+    whose IoU above ``max_iou`` is lowered too during the first ``steps`` steps, by moving the
+    boxes (never resizing them), then up to ``steps`` more repair relations alone: a layout net
+    regresses towards the mean place, so its things pile up where real ones spread.
     Stops early once every hinge is zero. Returns new boxes (O, 4) in ``boxes``' dtype; gradients
     do not flow through the refinement.
     """
@@ -155,11 +156,14 @@ def refine_boxes(boxes: torch.Tensor, triples: torch.Tensor, predicate_names: Se
     fractions = mask_centre_fractions(mask_probs.detach().float()) if mask_probs is not None else None
     free = ~fixed[:, None]
     current = torch.where(free, project_boxes(original.float(), min_size), original.float())
+    # With things to spread: first both terms, then (if a relation is still broken) relations alone,
+    # so the spreading never costs a relation.
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(2 * steps if separating else steps):
+            spreading = separating and step < steps
             x = current.clone().requires_grad_(True)
             loss = relation_hinge(x, triples, predicate_names, fractions, margin).sum()
-            excess = torch.relu(pairwise_iou(x, apart) - max_iou).sum() if separating else x.new_zeros(())
+            excess = torch.relu(pairwise_iou(x, apart) - max_iou).sum() if spreading else x.new_zeros(())
             if float(loss.detach()) == 0.0 and float(excess.detach()) == 0.0:
                 break
             grad = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None

@@ -103,8 +103,9 @@ class LayoutMixin:
 
     @property
     def refines_by_default(self) -> bool:
-        """Whether ``generate`` / ``predict_layout`` refine unless told: the sampler with refine steps."""
-        return self.samples_layouts and self.config["layout"]["refine_steps"] > 0
+        """Whether ``generate`` / ``predict_layout`` refine unless told: when ``layout.refine_steps`` > 0
+        (either predictor: a regressed layout breaks relations and piles things up too)."""
+        return self.config["layout"]["refine_steps"] > 0
 
     def predict_boxes(self, batch: Batch, obj_vecs: torch.Tensor, training_pass: bool = False,
                       keep_known_boxes: bool = True, generator: torch.Generator | None = None,

@@ -69,11 +69,13 @@ class RunLogger:
         try:
             gt = model(batch, layout_source="gt", style_source="encode", generator=g)
             g.manual_seed(1234)
-            pred = model(batch, layout_source="pred", style_source="encode", generator=g, keep_known_boxes=False)
+            refine = model.refines_by_default  # the layouts `generate` would draw
+            pred = model(batch, layout_source="pred", style_source="encode", generator=g, keep_known_boxes=False,
+                         refine=refine)
             g.manual_seed(1234)
             clusters = model.style_clusters is not None and model.style_clusters.fitted
             sampled = model(batch, layout_source="pred", style_source="cluster" if clusters else "sample",
-                            generator=g, keep_known_boxes=False)
+                            generator=g, keep_known_boxes=False, refine=refine)
         finally:
             model.train(was_training)
         rows = [[], [], [], []]

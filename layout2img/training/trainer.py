@@ -141,6 +141,8 @@ class Trainer:
 
         d_params = list(self.d_image.parameters()) + (list(self.d_object.parameters()) if self.d_object else [])
         betas = tuple(tr.betas)
+        # not fused: the fused CPU kernel broke bit-exact resume and gained nothing measurable here
+        # (docs/BENCHMARKS.md, "Model size and speed")
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=tr.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(d_params, lr=tr.lr_d, betas=betas)
         self.g_model: nn.Module = self.model
