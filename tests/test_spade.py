@@ -141,3 +141,26 @@ def test_a_reused_trunk_gives_the_same_image_for_new_codes_and_input_conditionin
     assert plain.trunk_sees_style and not g.trunk_sees_style
     with pytest.raises(ConfigError, match="a reused trunk needs conditioning='spade'"):
         plain(layout, trunk=plain.trunk(layout))
+
+
+def test_an_edit_on_a_spade_model_reuses_the_trunk_and_renders_what_render_does():
+    """The pipeline's trunk (computed once per edit) gives the images a full render gives."""
+    from conftest import TINY_MODEL
+
+    from layout2img import SceneGraphToImage
+
+    torch.manual_seed(0)
+    model = SceneGraphToImage(**{**TINY_MODEL, "generator": {**TINY_MODEL["generator"], "conditioning": "spade"}})
+    model.eval()
+    out = model.generate({"objects": ["circle", "sky"], "relationships": [[0, "above", 1]]}, seed=1,
+                         return_output=True)
+    trunk = model.render_trunk(out.layout)
+    assert trunk is not None
+    codes = torch.randn_like(out.style_codes)
+    with torch.no_grad():
+        full = model.render(out.layout, style_codes=codes)
+        reused = model.render(out.layout, style_codes=codes, trunk=trunk)
+    assert torch.allclose(reused, full, atol=1e-6) and not torch.allclose(full, out.images, atol=1e-3)
+    plain = SceneGraphToImage(**TINY_MODEL)  # input conditioning: the encoder reads the codes
+    assert plain.render_trunk(plain.generate({"objects": ["sky"], "relationships": []},
+                                             return_output=True).layout) is None

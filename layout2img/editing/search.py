@@ -93,8 +93,9 @@ class EditRenderer:
             self.caption_mask = None
         # The generator's trunk reads neither the codes nor the modulations: computed once, each step
         # then runs the decoder alone (None with a FiLM offset, which changes the trunk every step).
+        # (one image: its caption mask, when there is one, is all true)
         self.trunk = None if film else model.render_trunk(
-            self.layout, self.caption_emb if self.caption_mask is not None else None, self.caption_mask)
+            self.layout, self.caption_emb if self.caption_mask is not None else None)
 
     def __call__(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(image (3, H, W) in [-1, 1], every object's codes) for the tensors of a state."""

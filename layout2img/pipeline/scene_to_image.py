@@ -229,30 +229,24 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
         # Instance normalisation works per image, so running the two groups separately equals
         # one pass in which FiLM is the identity on the rows without text.
         with_text, without = caption_mask.nonzero().flatten(), (~caption_mask).nonzero().flatten()
-        part = (lambda rows: trunk[rows]) if trunk is not None else (lambda rows: None)  # noqa: E731
-        a = self.generator(layout_in[with_text], caption_emb[with_text], stage=stage, modulate=modulate,
-                           trunk=part(with_text))
-        b = self.generator(layout_in[without], None, stage=stage, modulate=modulate, trunk=part(without))
+        if trunk is not None:
+            raise ConfigError("render: a reused trunk needs a caption for every image or for none")
+        a = self.generator(layout_in[with_text], caption_emb[with_text], stage=stage, modulate=modulate)
+        b = self.generator(layout_in[without], None, stage=stage, modulate=modulate)
         out = a.new_zeros((layout_in.shape[0],) + tuple(a.shape[1:]))
         return out.index_copy(0, with_text, a).index_copy(0, without, b.to(a.dtype))
 
     @torch.no_grad()
-    def render_trunk(self, layout: LayoutTensors, caption_emb: torch.Tensor | None = None,
-                     caption_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    def render_trunk(self, layout: LayoutTensors, caption_emb: torch.Tensor | None = None) -> torch.Tensor | None:
         """What :meth:`render` may reuse (``trunk=``) while only style codes and modulations change,
-        for this layout and caption; None where the generator's encoder reads the style channels."""
+        for this layout and ``caption_emb`` (given for every image, or None); None where the
+        generator's encoder reads the style channels."""
         if self.generator.trunk_sees_style:
             return None
         layout_in = layout.tensor()
         if self.uses_channels_last:
             layout_in = layout_in.contiguous(memory_format=torch.channels_last)
-        if caption_emb is None or caption_mask is None or bool(caption_mask.all()):
-            return self.generator.trunk(layout_in, caption_emb)
-        with_text, without = caption_mask.nonzero().flatten(), (~caption_mask).nonzero().flatten()
-        a = self.generator.trunk(layout_in[with_text], caption_emb[with_text])
-        b = self.generator.trunk(layout_in[without], None)
-        out = a.new_zeros((layout_in.shape[0],) + tuple(a.shape[1:]))
-        return out.index_copy(0, with_text, a).index_copy(0, without, b.to(a.dtype))
+        return self.generator.trunk(layout_in, caption_emb)
 
     def forward(self, batch: Batch, layout_source: str = "gt", style_source: str = "encode",
                 text_emb: torch.Tensor | None = None, obj_text_emb: torch.Tensor | None = None,
