@@ -118,9 +118,13 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
              metrics: str | Sequence[str] | None = None, samples_per_layout: int = 1, layout: str = "gt",
              style: str = "auto", max_images: int | None = None, seed: int = 0, batch_size: int = 16,
              refine: bool | None = None, device: str = "auto", classifier: str | os.PathLike | None = None,
-             inception: str | os.PathLike | None = None, clip: str | None = None, kid_subsets: int = 100,
+             inception: str | os.PathLike | None = None, feature_cache: str | os.PathLike | None | bool = True,
+             clip: str | None = None, kid_subsets: int = 100,
              kid_subset_size: int = 1000, progress: bool = True, log: Callable[[str], None] = print) -> dict:
-    """Evaluate ``checkpoint`` (see the module doc); returns the report that was written to ``out``."""
+    """Evaluate ``checkpoint`` (see the module doc); returns the report that was written to ``out``.
+
+    ``feature_cache``: where the real images' Inception features are kept between runs (True: the
+    default place, :func:`~layout2img.metrics.fid.default_feature_cache`; None / False: recompute)."""
     from . import __version__
     from .config import to_container
     from .data.build import build_dataset
@@ -129,7 +133,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     from .metrics.accuracy import ObjectAccuracy
     from .metrics.clip_score import CLIPScore, clip_unavailable_reason
     from .metrics.diversity import INCEPTION_DISTANCE, LPIPS, LpipsDiversity, lpips_unavailable_reason
-    from .metrics.fid import IS_UNAVAILABLE, InceptionFeatureExtractor
+    from .metrics.fid import IS_UNAVAILABLE, InceptionFeatureExtractor, default_feature_cache
     from .metrics.layout import LayoutMetrics
     from .models.classifier import ObjectClassifier
     from .pipeline import SceneGraphToImage
@@ -221,13 +225,16 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         clip_fake=CLIPScore(text_encoder) if text_encoder is not None else None,
         lpips=LpipsDiversity(dev) if "diversity" in run and diversity_measure == LPIPS else None)
 
+    cache_dir = default_feature_cache() if feature_cache is True else (Path(feature_cache) if feature_cache else None)
+
     # -- generate, then the metrics from the saved PNGs --------------------------------------------
     images_dir = out.parent / f"{out.stem}_images"
     _generate_and_measure(model, dataset, n_layouts, images_dir, measures, split=split, layout=layout,
                           style_source=style_source, k_samples=k_samples, seed=seed, batch_size=batch_size,
                           refine=refine, device=dev, progress=progress)
     results = _feature_metrics(run, extractor, images_dir, n_layouts, k_samples, kid_subsets, kid_subset_size,
-                               seed, lpips_reason if diversity_measure == INCEPTION_DISTANCE else None, progress)
+                               seed, lpips_reason if diversity_measure == INCEPTION_DISTANCE else None, progress,
+                               cache_dir)
     if "object-acc" in run:
         results["object-acc"] = {
             "generated": measures.acc_fake.compute(), "real": measures.acc_real.compute(),
@@ -260,6 +267,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         "style_source": style_source,
         "seed": int(seed), "batch_size": int(batch_size),
         "feature_extractor": extractor.protocol() if extractor is not None else None,
+        "real_feature_cache": str(cache_dir) if cache_dir is not None and extractor is not None else None,
         "fid_definition": "pytorch-fid: PNG uint8 -> x/127.5-1 -> bilinear 299 -> pool3 2048-d; "
                           "|mu1-mu2|^2 + tr(S1 + S2 - 2 sqrtm(S1 S2)) (scipy.linalg.sqrtm, eps 1e-6)",
         "text_conditioning": ("none: the model takes no text" if model.text_dim == 0 else
@@ -350,16 +358,17 @@ def _generate_and_measure(model, dataset, n_layouts: int, images_dir: Path, meas
 
 def _feature_metrics(run: Sequence[str], extractor, images_dir: Path, n_layouts: int, k_samples: int,
                      kid_subsets: int, kid_subset_size: int, seed: int, why_not_lpips: str | None,
-                     progress: bool) -> dict[str, Any]:
+                     progress: bool, cache_dir: Path | None = None) -> dict[str, Any]:
     """FID, KID and (when ``why_not_lpips`` says why LPIPS is not used) the Inception-feature
-    diversity, from the features of the saved PNGs."""
+    diversity, from the features of the saved PNGs (the real ones' kept in ``cache_dir``)."""
     from .metrics.diversity import INCEPTION_DISTANCE, mean_pairwise_distance
     from .metrics.fid import FrechetInceptionDistance, KernelInceptionDistance
 
     results: dict[str, Any] = {}
     if extractor is None:
         return results
-    feats_real = extractor.folder(images_dir / "real", progress=progress) if {"fid", "kid"} & set(run) else None
+    feats_real = (extractor.folder(images_dir / "real", progress=progress, cache_dir=cache_dir)
+                  if {"fid", "kid"} & set(run) else None)
     feats_fake = extractor.folder(images_dir / "fake", progress=progress)
     for name, metric in (("fid", FrechetInceptionDistance()),
                          ("kid", KernelInceptionDistance(kid_subsets, kid_subset_size, seed))):

@@ -24,6 +24,15 @@ TINY_CLIP = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_in_tmp(tmp_path_factory):
+    """Evaluation keeps Inception features in a cache folder: the tests' go to a temporary one."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LAYOUT2IMG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_shapes(tmp_path_factory) -> Path:
     """32 px Shapes with 24 train and 8 val images, built once per test session."""

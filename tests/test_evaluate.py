@@ -85,7 +85,7 @@ class TinyFeatures:
     def protocol(self):
         return {"name": "tiny-stand-in", "sha1": self.sha1}
 
-    def folder(self, folder, progress=False):
+    def folder(self, folder, progress=False, cache_dir=None):
         files = fidm.list_images(folder)
         x = torch.stack([fidm.read_image_uint8(f).float() for f in files])
         return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1).double().numpy()
@@ -106,6 +106,9 @@ def test_default_metrics_report_what_cannot_run_with_the_reason(tiny_run, tmp_pa
     assert "train-classifier" in skipped["object-acc"] and "samples-per-layout" in skipped["diversity"]
     assert report["metrics"]["is"] == {"skipped": skipped["is"]}
     assert np.isfinite(report["metrics"]["fid"]["value"]) and "mean" in report["metrics"]["kid"]
+    assert report["protocol"]["real_feature_cache"] == str(fidm.default_feature_cache())
+    assert _evaluate(tiny_run, tmp_path / "n.json", "--no-feature-cache") == 0
+    assert json.loads((tmp_path / "n.json").read_text())["protocol"]["real_feature_cache"] is None
 
 
 def test_same_seed_same_pixels_and_pred_layouts(tiny_run, tmp_path, monkeypatch):

