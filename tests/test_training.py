@@ -45,6 +45,24 @@ def test_2n_steps_equal_n_steps_plus_resume(tiny_shapes, tmp_path):
     assert any(not torch.equal(a[k], _weights(first)[k]) for k in a if a[k].is_floating_point())
 
 
+def test_a_run_written_before_the_cluster_shares_resumes_with_uniform_shares(tiny_shapes, tmp_path, monkeypatch):
+    _train(tiny_overrides(tiny_shapes, tmp_path / "old", max_steps=2, checkpoint_every=2))
+    load = ckpt.load_training_state
+
+    def without_shares(folder):  # the training state as runs before the shares buffer wrote it
+        state = load(folder)
+        for part in ("model", "ema"):
+            dropped = [k for k in state[part] if k.endswith("style_clusters.shares")]
+            assert dropped, part
+            state[part] = {k: v for k, v in state[part].items() if k not in dropped}
+        return state
+
+    monkeypatch.setattr(ckpt, "load_training_state", without_shares)
+    trainer, last = _train(tiny_overrides(tiny_shapes, tmp_path / "old", max_steps=3, checkpoint_every=3))
+    assert trainer.step == 3 and last.name == "step_000003"
+    assert not trainer.model.style_clusters.shares.any() and not trainer.ema.module.style_clusters.shares.any()
+
+
 def test_run_leaves_loadable_checkpoint_samples_and_logs(tiny_shapes, tmp_path):
     out = tmp_path / "run"
     trainer, last = _train(tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=1, sample_every=2,

@@ -28,6 +28,14 @@ TEXT_ENCODER_FOLDER = "text_encoder"
 LATER_ZERO_TENSORS = ("style_clusters.shares",)
 
 
+def with_later_tensors(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with the tensors added after it was written (:data:`LATER_ZERO_TENSORS`, under any
+    prefix) filled in with the value that means what the older state meant: zeros."""
+    missing = {key: torch.zeros_like(value) for key, value in expected.items()
+               if key not in state and key.endswith(LATER_ZERO_TENSORS)}
+    return {**state, **missing} if missing else state
+
+
 class SceneGraphCheckpointMixin(PretrainedMixin):
     """The save / load hooks of :class:`~layout2img.pipeline.SceneGraphToImage` (which provides
     ``config``, ``vocab``, ``text_encoder``, ``set_text_encoder`` and ``from_config``)."""
@@ -58,11 +66,7 @@ class SceneGraphCheckpointMixin(PretrainedMixin):
             encoder.save_pretrained(folder / TEXT_ENCODER_FOLDER, encoder.metadata)
 
     def load_pretrained_state(self, state: dict[str, Any], where: Path) -> None:
-        # tensors added after a checkpoint was written get the value that means what it meant then
-        for key, value in self.state_dict().items():  # type: ignore[attr-defined]
-            if key not in state and key.endswith(LATER_ZERO_TENSORS):
-                state = {**state, key: torch.zeros_like(value)}
-        super().load_pretrained_state(state, where)  # type: ignore[misc]
+        super().load_pretrained_state(with_later_tensors(state, self.state_dict()), where)  # type: ignore[misc]
 
     @classmethod
     def from_pretrained_config(cls, config: dict[str, Any], folder: Path) -> "SceneGraphCheckpointMixin":

@@ -43,6 +43,7 @@ from ..models.perceptual import resolve_perceptual
 from ..models.losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, kl_loss, label_map, mask_loss,
                              r1_penalty)
 from ..pipeline import SceneGraphToImage
+from ..pipeline.checkpoint import with_later_tensors
 from ..vocab import Vocab
 from . import checkpoint as ckpt
 from .adversarial import ImageAdversary, build_image_discriminator
@@ -199,8 +200,9 @@ class Trainer:
     def load_state(self, state: dict[str, Any]) -> None:
         d_image = self.d_image.module if isinstance(self.d_image, DDP) else self.d_image
         d_object = self.d_object.module if isinstance(self.d_object, DDP) else self.d_object
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        # a run started before a buffer was added resumes with the value that buffer then meant
+        self.model.load_state_dict(with_later_tensors(state["model"], self.model.state_dict()))
+        self.ema.load_state_dict(with_later_tensors(state["ema"], self.ema.state_dict()))
         d_image.load_state_dict(state["d_image"])
         if d_object is not None and state.get("d_object") is not None:
             d_object.load_state_dict(state["d_object"])
