@@ -221,3 +221,53 @@ def test_profile_step_lists_the_ops_of_a_training_step():
     assert res.returncode == 0, res.stderr[-2000:]
     assert "aten::convolution_backward" in res.stdout and "Self CPU" in res.stdout
     assert "shapes_64, batch 2, 1 threads:" in res.stdout and "s a profiled step" in res.stdout
+
+
+def test_sg2im_baseline_dry_run_trains_evaluates_and_times(tiny_shapes, tmp_path):
+    from layout2img.models.classifier import ObjectClassifier
+    from layout2img.vocab import Vocab
+
+    torch.manual_seed(0)
+    vocab = Vocab.shapes()
+    clf = ObjectClassifier(vocab.num_objects, crop_size=16, width=4, vocab=vocab).save_pretrained(tmp_path / "clf")
+    out = tmp_path / "sg2im"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "benchmarks/sg2im_baseline.py", "--dry-run", "--allow-busy", "--quiet",
+                          "--data", str(tiny_shapes), "--classifier", str(clf), "--out", str(out)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in ("model.safetensors", "config.json", "samples.png", "report.json", "speed.json"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "real").glob("*.png"))) == len(list((out / "fake").glob("*_00.png"))) == 4
+    config = json.loads((out / "config.json").read_text())
+    t = config["training"]
+    assert t["steps"] == 2 and t["skipped_steps"] == 0 and t["batch"] == 2 and t["threads"] == 1
+    assert all(torch.isfinite(torch.tensor(v)) for v in t["final_losses"].values())
+    assert set(t["final_losses"]) >= {"l1_pixel", "bbox_pred", "ac", "g_gan_obj", "g_gan_img", "d_obj", "d_img"}
+    report = json.loads((out / "report.json").read_text())
+    p, m = report["protocol"], report["metrics"]
+    assert p["split"] == "val" and p["num_layouts"] == 4 and len(p["image_ids"]) == 4 and p["samples_per_layout"] == 1
+    assert p["layout_source"].startswith("gt") and p["resolution"] == 32 and p["steps"] == 2 and p["threads"] == 1
+    assert len(p["feature_extractor"]["sha1"]) == 40 and p["train_batch"] == 2 and p["cpu_seconds"] > 0
+    assert m["fid"]["value"] > 0 and "warning" in m["fid"]
+    assert 0 <= m["object-acc"]["generated"]["top1"] <= 1 and m["object-acc"]["real"]["num_objects"] > 0
+    assert report["machine"]["cpu"] and report["params"]["generator"] > 0
+    speed = json.loads((out / "speed.json").read_text())
+    assert speed["img_per_s"]["n"] == 2 and speed["img_per_s"]["median"] > 0 and speed["protocol"]["batch"] == 2
+    assert speed["guard"]["max_load"] == machine.DEFAULT_MAX_LOAD and speed["gflops_per_step"] > 0
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| sg2im baseline")]
+    assert len(rows) == 4 and all(ln.count("|") == 5 for ln in rows)
+
+
+def test_sg2im_baseline_names_a_missing_data_root(tmp_path, capsys, no_cpu_sampling):
+    import sg2im_baseline  # noqa: PLC0415  (benchmarks/sg2im_baseline.py)
+
+    threads = torch.get_num_threads()
+    missing = tmp_path / "no_such_shapes"
+    try:
+        assert sg2im_baseline.main(["--train", "--steps", "1", "--data", str(missing), "--out", str(tmp_path)]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --data ") and str(missing) in err
+    assert not (tmp_path / "model.safetensors").exists()
