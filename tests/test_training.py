@@ -45,6 +45,26 @@ def test_2n_steps_equal_n_steps_plus_resume(tiny_shapes, tmp_path):
     assert any(not torch.equal(a[k], _weights(first)[k]) for k in a if a[k].is_floating_point())
 
 
+def test_linear_lr_decay_follows_the_step_and_resumes_exactly(tiny_shapes, tmp_path):
+    decay = {"train.lr_decay_start": 0.5}
+    trainer, straight = _train(tiny_overrides(tiny_shapes, tmp_path / "a", max_steps=6, checkpoint_every=3, **decay))
+    assert [trainer.lr_factor(s) for s in range(6)] == [1.0, 1.0, 1.0, 1.0, pytest.approx(2 / 3), pytest.approx(1 / 3)]
+    # the last step ran at a third of the learning rates
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 / 3)
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 / 3)
+    # the schedule belongs to the 6-step run: resume it from its own step-3 checkpoint
+    middle = straight.parent / "step_000003"
+    _, resumed = _train(tiny_overrides(tiny_shapes, tmp_path / "b", max_steps=6, checkpoint_every=3,
+                                       resume=str(middle), **decay))
+    a, b = _weights(straight), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    _, constant = _train(tiny_overrides(tiny_shapes, tmp_path / "c", max_steps=6, checkpoint_every=3))
+    c = _weights(constant)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())  # the decay changed training
+    with pytest.raises(ConfigError, match=r"train.lr_decay_start: expected a fraction of max_steps in \[0, 1\], got 1.5"):
+        Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "d", **{"train.lr_decay_start": 1.5})))
+
+
 def test_a_run_written_before_the_cluster_shares_resumes_with_uniform_shares(tiny_shapes, tmp_path, monkeypatch):
     _train(tiny_overrides(tiny_shapes, tmp_path / "old", max_steps=2, checkpoint_every=2))
     load = ckpt.load_training_state

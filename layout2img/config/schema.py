@@ -342,11 +342,14 @@ class TrainConfig:
     weights start this run. ``grad_clip`` 0: off. ``diffaugment``: DiffAugment policy for
     everything the discriminators see (comma-separated color, translation, cutout; empty: off).
     ``fit_styles``: at the end of the run, fit per-class style clusters on up to this many
-    train images (0: off), so generation draws appearances like the data's.
+    train images (0: off), so generation draws appearances like the data's. ``lr_decay_start``:
+    the fraction of ``max_steps`` after which both learning rates fall linearly to 0 at
+    ``max_steps`` (pix2pixHD's ``niter_decay``; 1.0: constant).
     """
 
     lr_g: float = 0.0002
     lr_d: float = 0.0002
+    lr_decay_start: float = 1.0
     betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
     amp: str = "auto"
     ema_decay: float = 0.999

@@ -146,6 +146,9 @@ class Trainer:
         # (docs/BENCHMARKS.md, "Model size and speed")
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=tr.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(d_params, lr=tr.lr_d, betas=betas)
+        if not 0.0 <= tr.lr_decay_start <= 1.0:
+            raise ConfigError(f"train.lr_decay_start: expected a fraction of max_steps in [0, 1], "
+                              f"got {tr.lr_decay_start}")
         self.g_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -248,6 +251,23 @@ class Trainer:
     # -- one step --------------------------------------------------------------------------------
     def _unwrapped(self, m):
         return m.module if isinstance(m, DDP) else m
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rates' multiplier at ``step`` (counted from 0): 1, then linearly to 0 at
+        ``max_steps`` from ``train.lr_decay_start * max_steps`` on. A function of the step alone,
+        so a resumed run follows the same schedule."""
+        max_steps, start = int(self.cfg.max_steps), float(self.train_opts.lr_decay_start)
+        first = start * max_steps
+        if start >= 1.0 or step < first:
+            return 1.0
+        return max(0.0, (max_steps - step) / max(max_steps - first, 1e-9))
+
+    def _set_learning_rates(self) -> float:
+        factor = self.lr_factor(self.step)
+        for opt, base in ((self.opt_g, self.train_opts.lr_g), (self.opt_d, self.train_opts.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+        return factor
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         lc, stage = self.loss_weights, self.stage()
@@ -383,6 +403,7 @@ class Trainer:
             while self.step < max_steps:
                 epoch, position, batch = next(data)
                 batch = self.augment(batch.to(self.device, non_blocking=True), generator=self.noise)
+                lr_factor = self._set_learning_rates()
                 values = self.train_step(batch)
                 self.step += 1
                 self.epoch, self.position = epoch, position
@@ -394,7 +415,7 @@ class Trainer:
                                     img_s=f"{rate:.1f}", refresh=False)
                     if self.step % log_every == 0 or self.step == max_steps:
                         self.logger.scalars(self.step, {**{f"loss/{k}": v for k, v in values.items()},
-                                                        "speed/img_per_s": rate})
+                                                        "speed/img_per_s": rate, "lr/factor": lr_factor})
                     if self.step == max_steps and self.train_opts.fit_styles > 0:
                         self.fit_styles()
                     if self.step % sample_every == 0 or self.step == max_steps:
