@@ -50,8 +50,8 @@ def test_linear_lr_decay_follows_the_step_and_resumes_exactly(tiny_shapes, tmp_p
     trainer, straight = _train(tiny_overrides(tiny_shapes, tmp_path / "a", max_steps=6, checkpoint_every=3, **decay))
     assert [trainer.lr_factor(s) for s in range(6)] == [1.0, 1.0, 1.0, 1.0, pytest.approx(2 / 3), pytest.approx(1 / 3)]
     # the last step ran at a third of the learning rates
-    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4 / 3)
-    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(2e-4 / 3)
+    assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(trainer.train_opts.lr_g / 3)
+    assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(trainer.train_opts.lr_d / 3)
     # the schedule belongs to the 6-step run: resume it from its own step-3 checkpoint
     middle = straight.parent / "step_000003"
     _, resumed = _train(tiny_overrides(tiny_shapes, tmp_path / "b", max_steps=6, checkpoint_every=3,
@@ -105,7 +105,8 @@ def test_trainer_reads_the_schema_values(tiny_shapes, tmp_path):
     trainer = Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "t", **{"train.lr_d": 1e-4})))
     try:
         assert trainer.opt_g.param_groups[0]["betas"] == (0.5, 0.999) == trainer.opt_d.param_groups[0]["betas"]
-        assert (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]) == (2e-4, 1e-4)
+        # lr_g from configs/shapes_64.yaml (4e-4), lr_d from the override
+        assert (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]) == (4e-4, 1e-4)
         assert trainer.d_object is None and trainer.perceptual is None and trainer.loss_weights.lambda_l1 == 10.0
     finally:
         trainer.close()
