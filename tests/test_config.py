@@ -215,3 +215,11 @@ def test_data_sections_hold_only_dataset_arguments():
         given = (set(data) - run_keys) | set(data["train"] or {}) | set(data["val"] or {})
         assert given <= accepts[data["dataset"]], (name, given - accepts[data["dataset"]])
     assert set(DATASET_SCHEMAS) == set(accepts)
+
+
+def test_long_recipe_keeps_the_learning_rate_it_was_measured_with():
+    """The default run moved to lr 4e-4 after the long recipe was measured at 2e-4 (BENCHMARKS)."""
+    default, long = load_config("shapes_64"), load_config("shapes_64_long")
+    assert (default.train.lr_g, default.train.lr_d) == (4e-4, 4e-4)
+    assert (long.train.lr_g, long.train.lr_d, long.max_steps) == (2e-4, 2e-4, 8000)
+    assert long.model == default.model and long.train.diffaugment == default.train.diffaugment

@@ -105,8 +105,7 @@ def test_trainer_reads_the_schema_values(tiny_shapes, tmp_path):
     trainer = Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "t", **{"train.lr_d": 1e-4})))
     try:
         assert trainer.opt_g.param_groups[0]["betas"] == (0.5, 0.999) == trainer.opt_d.param_groups[0]["betas"]
-        # lr_g from configs/shapes_64.yaml (4e-4), lr_d from the override
-        assert (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]) == (4e-4, 1e-4)
+        assert (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]) == (2e-4, 1e-4)
         assert trainer.d_object is None and trainer.perceptual is None and trainer.loss_weights.lambda_l1 == 10.0
     finally:
         trainer.close()
