@@ -505,7 +505,8 @@ def evaluate(args, record: dict) -> dict:
     from layout2img.data.batch import collate
     from layout2img.io import atomic_dir
     from layout2img.metrics.accuracy import ObjectAccuracy
-    from layout2img.metrics.fid import FrechetInceptionDistance, InceptionFeatureExtractor, quantize
+    from layout2img.metrics.fid import (FrechetInceptionDistance, InceptionFeatureExtractor, default_feature_cache,
+                                        quantize)
     from layout2img.visualize import to_pil
 
     out = Path(args.out)
@@ -541,7 +542,9 @@ def evaluate(args, record: dict) -> dict:
     generate_s = time.time() - wall0
     extractor = InceptionFeatureExtractor(args.inception, device="cpu", batch_size=32)
     fid = FrechetInceptionDistance()
-    fid.update(extractor.folder(out / "real", progress=not args.quiet), real=True)
+    # the real val images are the ones `layout2img evaluate` caches features of: the same cache
+    fid.update(extractor.folder(out / "real", progress=not args.quiet, cache_dir=default_feature_cache()),
+               real=True)
     fid.update(extractor.folder(out / "fake", progress=not args.quiet), real=False)
     training = config["training"]
     ids_text = json.dumps([str(i) for i in image_ids])
