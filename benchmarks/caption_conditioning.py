@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     tallies = {c: {"right": 0, "truth": 0, "judged": 0} for c in conditions}
     t0 = time.perf_counter()
     used = 0
-    prior = model.style_prior
+    conditioner = model.text_conditioner
+    prior = conditioner.style_prior
     for index in range(min(args.num_images, len(dataset))):
         item = dataset[index]
         caption = dataset.captions_of(item["image_id"])[0]
@@ -133,11 +134,11 @@ def main(argv=None) -> int:
             "descriptions": (judge(model, with_desc, seed, named, args.min_pixels, JUDGES[args.judge]), truth),
         }
         if prior is not None:
-            model.style_prior = None  # FiLM (and the graph encoder) alone
+            conditioner.style_prior = None  # FiLM (and the graph encoder) alone
             try:
                 results["caption_film_only"] = (judge(model, graph, seed, named, args.min_pixels, JUDGES[args.judge], text=caption), truth)
             finally:
-                model.style_prior = prior
+                conditioner.style_prior = prior
         for cond, (got, ref) in results.items():
             t = tallies[cond]
             for g, r, tr in zip(got, ref, truth):

@@ -83,7 +83,7 @@ def measure(model, dataset, max_images: int, batch_size: int, seed: int, min_pix
         things = [k for k, c in enumerate(batch.objs.tolist()) if names[c] in SHAPES_THINGS]
         real_weights = compose(batch.boxes.float(), batch.masks.float(), batch.obj_to_img, batch.num_images,
                                model.image_size, objs=batch.objs, stuff_classes=model.stuff_classes,
-                               skip=batch.objs == 0, pooling=model.layout_pooling).weights
+                               skip=batch.objs == 0, pooling=model.layout_stage.pooling).weights
         real = judge_objects(to_unit(batch.images), real_weights, batch.obj_to_img, things, min_pixels, color_of)
         for k, colour in real.items():
             hist["real"][names[int(batch.objs[k])]][colour] += 1
@@ -169,13 +169,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     guard = guard_from_args(args)
     try:
-        from layout2img.generate import load_model, resolve_style
+        from layout2img.generate import load_model
+        from layout2img.pipeline.inputs import resolve_style_source
 
         if args.max_images < 1 or args.batch_size < 1:
             raise ConfigError("--max-images and --batch-size must be positive")
         folder, dataset = load_split(args.checkpoint, args.config, args.data)
         model = load_model(folder, args.device).eval()
-        resolve_style(model, "cluster", folder)
+        resolve_style_source(model, "cluster", folder)
         if tuple(dataset.vocab.object_names) != tuple(model.vocab.object_names) or \
                 getattr(dataset, "image_size", model.image_size) != model.image_size:
             raise ConfigError(f"{folder}: the val split ({dataset.vocab.name}, {dataset.image_size} px) does not "

@@ -88,7 +88,6 @@ def measure(model, dataset, max_images: int, seeds: int, batch_size: int, bins: 
     from layout2img.metrics.layout import box_iou
     from layout2img.metrics.layout_realism import LayoutRealism
     from layout2img.models.layout import mask_centroids
-    from layout2img.pipeline.layouts import layout_noise
 
     vocab = model.vocab
     realism = {s: LayoutRealism.from_vocab(vocab, bins) for s in SETTINGS}
@@ -105,10 +104,10 @@ def measure(model, dataset, max_images: int, seeds: int, batch_size: int, bins: 
         obj_vecs = model.object_vectors(batch, **texts)
         samples = {s: ([], []) for s in SETTINGS}
         for k in range(seeds):
-            noise = layout_noise(model.layout_predictor, items, 1, k, model.device) if model.samples_layouts else None
+            noise = model.layout_stage.noise(items, 1, k, model.device)
             for setting in SETTINGS:
-                boxes, logits, _ = model.predict_boxes(batch, obj_vecs, keep_known_boxes=False, noise=noise,
-                                                       refine=setting == "refined")
+                boxes, logits, _ = model.layout_stage.predict_boxes(batch, obj_vecs, keep_known_boxes=False,
+                                                                    noise=noise, refine=setting == "refined")
                 boxes, probs = boxes.float().cpu(), torch.sigmoid(logits.float()).cpu()
                 centres = mask_centroids(boxes, probs)
                 samples[setting][0].append(boxes)

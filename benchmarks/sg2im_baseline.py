@@ -85,7 +85,7 @@ from layout2img.errors import CheckpointError, ConfigError, DataError, Layout2Im
 
 from machine import (add_guard_args, check_quiet, guard_from_args, machine, machine_line,  # noqa: E402
                      save_report, watch_other_processes)
-from timing import FIGURE_HEADER, figure_row, repeat  # noqa: E402
+from timing import FIGURE_HEADER, count_flops, figure_row, repeat  # noqa: E402
 
 #: sg2im's ImageNet normalisation of [0, 1] images (its ``imagenet_preprocess``).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -586,15 +586,8 @@ def speed(args, arch: Arch, guard: dict, record: dict) -> dict:
     torch.manual_seed(args.seed)
     model = Sg2Im(vocab, args.image_size, arch, lr=args.lr)
     model.generator.train()
-    notes, flops = [], None
-    try:  # one step's model FLOPs, as speed.py counts ours
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as counter:
-            model.step(batch)
-        flops = counter.get_total_flops()
-    except Exception as e:  # noqa: BLE001 - FLOP counting is a bonus, never a failure
-        notes.append(f"FLOPs not counted ({type(e).__name__}: {e})")
+    flops, note = count_flops(lambda: model.step(batch))  # one step's model FLOPs, as speed.py counts ours
+    notes = [note] if note else []
     with watch_other_processes() as others:
         timing = repeat(lambda: model.step(batch), runs=args.steps, warmup=args.warmup)
     params = model.params()

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine import add_guard_args, guard_from_args, machine, machine_line, watch_other_processes  # noqa: E402
 from synthetic import SyntheticGraphs  # noqa: E402
-from timing import FIGURE_HEADER, figure_row, repeat  # noqa: E402
+from timing import FIGURE_HEADER, count_flops, figure_row, repeat  # noqa: E402
 
 #: Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, by a substring of the device name.
 BF16_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
@@ -140,15 +140,8 @@ def measure_train(args) -> dict:
             b = trainer.augment(batch, generator=trainer.noise)
             trainer.train_step(b)
 
-        flops = None
-        try:  # one eager step, before any compilation: the model's FLOPs, whatever runs them
-            from torch.utils.flop_counter import FlopCounterMode
-
-            with FlopCounterMode(display=False) as counter:
-                step()
-            flops = counter.get_total_flops()
-        except Exception as e:  # noqa: BLE001 - FLOP counting is a bonus, never a failure
-            notes.append(f"FLOPs not counted ({type(e).__name__}: {e})")
+        flops, note = count_flops(step)  # one eager step, before any compilation: the model's FLOPs
+        notes += [note] if note else []
         if args.compile:
             _compile(trainer.model.generator, trainer.d_image, trainer.d_object)
         if device.type == "cuda":
@@ -193,7 +186,7 @@ def measure_infer(args) -> dict:
     model = SceneGraphToImage(**model_cfg).to(device).eval()
     if args.compile:
         _compile(model.generator)
-    data = SyntheticGraphs(vocab, model.image_size, model.mask_size, args.objects)
+    data = SyntheticGraphs(vocab, model.image_size, model.config["layout"]["mask_size"], args.objects)
     graph = data.graph(0)
 
     def sync():

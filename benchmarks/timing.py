@@ -64,6 +64,20 @@ def repeat(fn: Callable[[], object], runs: int, warmup: int = 1, sync: Callable[
     return Timing(tuple(samples), warmup, first)
 
 
+def count_flops(fn: Callable[[], object]) -> tuple[int | None, str | None]:
+    """FLOPs of one call of ``fn`` as ``torch.utils.flop_counter`` counts them (every matmul and
+    convolution, forward and backward, 2 per multiply-add; elementwise ops not counted), and a
+    note when they could not be counted (then None): counting is a bonus, never a failure."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops(), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"FLOPs not counted ({type(e).__name__}: {e})"
+
+
 def _number(x: float) -> str:
     """Three significant digits below 100, whole numbers (thousands spaced) above."""
     if abs(x) >= 100:

@@ -1,8 +1,7 @@
 """layout2img: scene graph -> layout -> image, with CLIP text guidance."""
 from .errors import Layout2ImgError
+from .version import __version__
 from .vocab import Vocab
-
-__version__ = "0.1.0"
 
 __all__ = ["Layout2ImgError", "SceneGraph", "SceneGraphToImage", "Vocab", "__version__"]
 

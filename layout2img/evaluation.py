@@ -24,10 +24,8 @@ command line) before anything is generated; with the default (all) it is reporte
 from __future__ import annotations
 
 import datetime as _dt
-import difflib
 import hashlib
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -36,48 +34,23 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from .config import STYLE_CHOICES
 from .errors import CheckpointError, ConfigError, DataError
 from .training.runs import load_run_config, resolve_checkpoint
+from .metrics.report import METRICS, finite_or_none, parse_metrics, summary_line
+from .version import __version__
 
-METRICS = ("fid", "kid", "is", "object-acc", "layout", "diversity", "clip")
 LAYOUT_CHOICES = ("gt", "pred")
-STYLE_CHOICES = ("auto", "sample", "cluster")
-
-
-# -- arguments ---------------------------------------------------------------------------------
-def parse_metrics(spec: str | Sequence[str] | None) -> list[str] | None:
-    """``"fid,kid"`` -> ``['fid', 'kid']`` (validated); None or ``"all"`` -> None (all, lenient)."""
-    if spec is None:
-        return None
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    if names == ["all"]:
-        return None
-    if not names:
-        raise ConfigError("--metrics: empty list (choose from " + ", ".join(METRICS) + ")")
-    for n in names:
-        if n not in METRICS:
-            close = difflib.get_close_matches(n, METRICS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(METRICS)})"
-            raise ConfigError(f"--metrics: unknown metric {n!r}{hint}")
-    return list(dict.fromkeys(names))
-
-
-# -- small helpers -----------------------------------------------------------------------------
-def _finite_or_none(obj: Any) -> Any:
-    """NaN/Inf -> None (strict JSON), recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 def _save_png(path: Path, image: torch.Tensor) -> None:
+    from .errors import WriteError
     from .visualize import to_pil
 
-    to_pil(image).save(path, format="PNG")
+    try:  # into the temporary images folder (atomic as a whole): a failure names the file
+        to_pil(image).save(path, format="PNG")
+    except OSError as e:
+        raise WriteError.from_exception(path, e) from None
 
 
 def _clip_encoder(model, cfg, clip, device) -> tuple[Any, str | None, str | None]:
@@ -125,7 +98,6 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
 
     ``feature_cache``: where the real images' Inception features are kept between runs (True: the
     default place, :func:`~layout2img.metrics.fid.default_feature_cache`; None / False: recompute)."""
-    from . import __version__
     from .config import to_container
     from .data.build import build_dataset
     from .devices import resolve_device
@@ -137,6 +109,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     from .metrics.layout import LayoutMetrics
     from .models.classifier import ObjectClassifier
     from .pipeline import SceneGraphToImage
+    from .pipeline.inputs import resolve_style_source
 
     requested = parse_metrics(metrics)
     strict = requested is not None
@@ -160,6 +133,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     # -- model, config, data -------------------------------------------------------------------
     ckpt = resolve_checkpoint(checkpoint)
     model = SceneGraphToImage.from_pretrained(ckpt, map_location=dev).eval()
+    style_source = resolve_style_source(model, style, ckpt)
     cfg, cfg_path = load_run_config(ckpt, config, overrides)
     data_cfg = to_container(cfg.data)
     data_seed = int(cfg.get("seed", 0))
@@ -173,11 +147,6 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
     if getattr(dataset, "image_size", model.image_size) != model.image_size:
         raise ConfigError(f"the dataset makes {dataset.image_size} px images, the checkpoint {model.image_size} px "
                           f"(set data.image_size={model.image_size})")
-    if style == "auto":
-        fitted = model.style_clusters is not None and model.style_clusters.fitted
-        style_source = "cluster" if fitted else "sample"
-    else:
-        style_source = style
     # predicted layouts are evaluated as `generate` makes them: refined when the model refines by default
     refine = (model.refines_by_default if refine is None else bool(refine)) and layout == "pred"
 
@@ -283,7 +252,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         "metrics": ordered,
         "skipped": skipped,
     }
-    report = _finite_or_none(report)
+    report = finite_or_none(report)
     atomic_write_text(out, json.dumps(report, indent=1, default=str) + "\n")
     log(summary_line(report))
     return report
@@ -383,28 +352,3 @@ def _feature_metrics(run: Sequence[str], extractor, images_dir: Path, n_layouts:
                                 "definition": "mean pairwise L2 distance between the Inception pool "
                                               "features of the samples of one layout, averaged over layouts"}
     return results
-
-
-def summary_line(report: dict) -> str:
-    """One line with the headline numbers of a report."""
-    m, p = report["metrics"], report["protocol"]
-    parts = []
-    if "value" in m.get("fid", {}):
-        parts.append(f"FID {m['fid']['value']:.3f}")
-    if "mean" in m.get("kid", {}):
-        parts.append(f"KID {m['kid']['mean']:.5f}±{m['kid']['std']:.5f}")
-    if "generated" in m.get("object-acc", {}):
-        g, r = m["object-acc"]["generated"].get("top1"), m["object-acc"]["real"].get("top1")
-        parts.append(f"object acc {g:.3f} (real {r:.3f})" if g is not None and r is not None else "object acc n/a")
-    if "box_iou" in m.get("layout", {}) and m["layout"]["box_iou"] is not None:
-        lay = m["layout"]
-        rel = lay.get("relation_satisfaction")
-        parts.append(f"box IoU {lay['box_iou']:.3f}, R@0.5 {lay['recall@0.5']:.3f}"
-                     + (f", relations {rel:.3f}" if rel is not None else ""))
-    if "value" in m.get("diversity", {}) and m["diversity"]["value"] is not None:
-        parts.append(f"diversity ({m['diversity']['measure']}) {m['diversity']['value']:.3f}")
-    if "generated" in m.get("clip", {}):
-        parts.append(f"CLIP {m['clip']['generated']:.2f}")
-    head = (f"{p['dataset']} {p['split']}: {p['num_layouts']} layouts x {p['samples_per_layout']} "
-            f"({p['layout_source']} layout)")
-    return head + ": " + ("; ".join(parts) if parts else "no metrics")

@@ -11,7 +11,8 @@ otherwise (``graph_000_sample_0.png``, ...); ``--save-layout`` adds each graph's
 
 ``--style`` picks the objects' appearance codes: ``cluster`` (the per-class style clusters
 ``layout2img fit-styles`` or training fits), ``sample`` (N(0, I)) or ``auto`` (clusters when the
-model has them, else sampled); :func:`resolve_style` turns it into the pipeline's ``style_source``.
+model has them, else sampled); :func:`~layout2img.pipeline.inputs.resolve_style_source`, the one place a
+style choice is decided, turns it into the pipeline's ``style_source``.
 
 Also used by the web editor: :func:`load_model`, :func:`object_style_codes` (one code per
 object from its own seed, so one object can be restyled alone) and :func:`layout_picture`.
@@ -29,8 +30,6 @@ from .io import IMAGE_SUFFIXES
 MAX_SIZE = 4096
 #: Side of a layout picture when the image itself is smaller (labels stay legible).
 LAYOUT_MIN_SIDE = 256
-#: ``--style`` of generate and serve: auto = the fitted style clusters when there are any, else sampled.
-STYLE_CHOICES = ("auto", "cluster", "sample")
 
 
 def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list | None:
@@ -49,6 +48,17 @@ def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list
     return None if errors else graphs
 
 
+def model_and_graphs(graph_file: str | Path, checkpoint: str | Path, device: str = "auto",
+                     max_objects: int | None = None):
+    """``(model, graphs or None)`` for a command that draws a scene-graph file: the file must exist
+    before a model is loaded for nothing; its graphs are read with the model's vocabulary (None
+    when it has errors, each printed as one line: exit 2)."""
+    if not Path(graph_file).exists():
+        raise DataError(f"{graph_file}: file not found")
+    model = load_model(checkpoint, device)
+    return model, read_graphs(graph_file, model.vocab, max_objects)
+
+
 def load_model(checkpoint: str | Path, device: str = "auto"):
     """A checkpoint folder's model in eval mode on ``device`` (CheckpointError when unusable)."""
     from .devices import resolve_device
@@ -57,32 +67,10 @@ def load_model(checkpoint: str | Path, device: str = "auto"):
     return SceneGraphToImage.from_pretrained(checkpoint, map_location=resolve_device(device))
 
 
-def has_style_clusters(model) -> bool:
-    """Whether ``model`` has fitted per-class style clusters."""
-    return model.style_clusters is not None and model.style_clusters.fitted
-
-
-def resolve_style(model, style: str = "auto", checkpoint: str | Path | None = None) -> str:
-    """``--style`` (:data:`STYLE_CHOICES`) -> the pipeline's ``style_source``, ``'cluster'`` or
-    ``'sample'``; ConfigError for ``cluster`` on a model without fitted clusters (``checkpoint``
-    goes into the hint to run ``layout2img fit-styles``)."""
-    if style not in STYLE_CHOICES:
-        raise ConfigError(f"--style {style!r}: expected one of {', '.join(STYLE_CHOICES)}")
-    if style == "auto":
-        return "cluster" if has_style_clusters(model) else "sample"
-    if style == "cluster" and not has_style_clusters(model):
-        if model.style_dim == 0:
-            raise ConfigError("--style cluster: this model has no style codes (style_dim 0), so no style clusters")
-        where = checkpoint if checkpoint is not None else "DIR"
-        raise ConfigError(f"--style cluster: this model's style clusters are not fitted; run "
-                          f"`layout2img fit-styles --checkpoint {where}` first (or use --style sample)")
-    return style
-
-
 def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int], style: str = "auto"):
     """(N, style_dim) codes, object ``i``'s drawn from its own ``seeds[i]``, or None (style_dim 0).
 
-    ``style`` as :func:`resolve_style`: a code is a random one of the fitted style clusters of
+    ``style`` as :func:`~layout2img.pipeline.inputs.resolve_style_source`: a code is a random one of the fitted style clusters of
     the object's class (``cluster``) or from N(0, I) (``sample``), as ``generate`` would draw
     it. Changing one seed changes one object only.
     """
@@ -93,7 +81,9 @@ def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int], styl
     if model.style_dim == 0:
         return None
     clusters = model.style_clusters
-    use_clusters = resolve_style(model, style) == "cluster"
+    from .pipeline.inputs import resolve_style_source
+
+    use_clusters = resolve_style_source(model, style) == "cluster"
     rows = []
     for name, seed in zip(objects, seeds):
         rng = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -128,10 +118,7 @@ def to_image(tensor, size: int | None = None):
 def _save(path: Path, image) -> Path:
     from .visualize import save_image
 
-    try:
-        return save_image(path, image)
-    except OSError as e:
-        raise DataError(f"{path}: cannot write ({e.strerror or e})") from None
+    return save_image(path, image)  # atomic; a failed write is a WriteError naming path (exit 1)
 
 
 def output_paths(out: str | Path, num_graphs: int, num_samples: int) -> tuple[list[list[Path]], list[Path]]:
@@ -160,19 +147,20 @@ def generate_files(model, graphs: Sequence, out: str | Path, *, num_samples: int
                    text: str | None = None, size: int | None = None, save_layout: bool = False,
                    style: str = "auto", progress: bool = True) -> list[Path]:
     """Draw every graph ``num_samples`` times and write PNGs (see the module doc); returns the paths.
-    ``style``: the appearance codes (:func:`resolve_style`)."""
+    ``style``: the appearance codes (:data:`STYLE_CHOICES`). The model checks the graphs, sample
+    count and style (``generate``'s one entry check); only ``size``, this function's own, is
+    checked here."""
     from tqdm.auto import tqdm
 
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"--num-samples must be a positive integer, got {num_samples!r}")
     if size is not None and not 8 <= size <= MAX_SIZE:
         raise ConfigError(f"--size {size}: expected a side between 8 and {MAX_SIZE} pixels")
-    style_source = resolve_style(model, style)
-    image_paths, layout_paths = output_paths(out, len(graphs), num_samples)
+    image_paths = layout_paths = None
     written: list[Path] = []
     for i, graph in enumerate(tqdm(graphs, desc="generate", unit="graph", disable=not progress or None)):
         result = model.generate([graph], seed=seed + i, text=text, num_samples=num_samples, return_output=True,
-                                style_source=style_source)
+                                style_source=style)
+        if image_paths is None:  # the arguments have passed the model's check
+            image_paths, layout_paths = output_paths(out, len(graphs), num_samples)
         for j in range(num_samples):
             written.append(_save(image_paths[i][j], to_image(result.images[j], size)))
         if save_layout:

@@ -17,7 +17,6 @@ Three forms are read and written:
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,7 +25,8 @@ import networkx as nx
 from .errors import GraphError, VocabError
 from .graph_validation import (DEFAULT_MAX_OBJECTS, GraphReport, box_problem, check_data, check_file,
                                check_graph_data, check_max_objects, check_sg2im, first_error, index_problem,
-                               is_node_link, json_kind, networkx_to_sg2im, plural, show_json)
+                               format_json, is_node_link, json_kind, networkx_to_sg2im, plural,
+                               show_json)
 from .io import atomic_write_text
 from .vocab import IMAGE_OBJECT, IN_IMAGE, Vocab
 
@@ -41,7 +41,7 @@ def validate_data(data: Any, vocab: Vocab | None = None, max_objects: int | None
     errors with ``strict``.
     """
     valid, errors = check_data(data, vocab, max_objects, source=source, strict=strict, warnings=warnings)
-    return [SceneGraph._from_checked(d, source, i) for i, d in valid], errors
+    return [SceneGraph._from_checked(d, source, i, vocab) for i, d in valid], errors
 
 
 def validate_file(path: str | Path, vocab: Vocab | None = None, max_objects: int | None = DEFAULT_MAX_OBJECTS,
@@ -53,20 +53,7 @@ def validate_file(path: str | Path, vocab: Vocab | None = None, max_objects: int
     ``max_objects=None`` means no limit. See :func:`validate_data` for ``strict`` and ``warnings``.
     """
     valid, errors = check_file(path, vocab, max_objects, strict=strict, warnings=warnings)
-    return [SceneGraph._from_checked(d, str(path), i) for i, d in valid], errors
-
-
-def _format_json(value: Any, indent: int = 0) -> str:
-    """JSON with a list of scalars on one line (a relation, a box), other containers indented."""
-    pad, inner = "  " * indent, "  " * (indent + 1)
-    if isinstance(value, dict) and value:
-        body = ",\n".join(f"{inner}{json.dumps(k, ensure_ascii=False)}: {_format_json(v, indent + 1)}"
-                          for k, v in value.items())
-        return "{\n" + body + "\n" + pad + "}"
-    if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
-        body = ",\n".join(inner + _format_json(v, indent + 1) for v in value)
-        return "[\n" + body + "\n" + pad + "]"
-    return json.dumps(value, ensure_ascii=False)
+    return [SceneGraph._from_checked(d, str(path), i, vocab) for i, d in valid], errors
 
 
 def write_graphs(path: str | Path, graphs: Iterable["SceneGraph"], *, node_link: bool = False) -> None:
@@ -80,7 +67,7 @@ def write_graphs(path: str | Path, graphs: Iterable["SceneGraph"], *, node_link:
         if errors:
             raise first_error(errors)
     data = [g.to_node_link() if node_link else g.to_dict() for g in graphs]
-    atomic_write_text(path, _format_json(data) + "\n")
+    atomic_write_text(path, format_json(data) + "\n")
 
 
 # -- the graph ---------------------------------------------------------------------------------
@@ -107,6 +94,8 @@ class SceneGraph:
     ):
         self.nx = nx.MultiDiGraph()
         self._next_key = 0
+        # (vocab, the sg2im dict that passed its checks): to_item skips re-checking an unchanged graph
+        self._checked: tuple[Vocab, dict] | None = None
         #: Where the graph came from, for messages: a file name and the graph's index in it.
         self.source, self.index = "<graph>", 0
         n = len(objects)
@@ -285,16 +274,27 @@ class SceneGraph:
         """Every problem with this graph as one line each (empty when it is valid)."""
         check_max_objects(max_objects)
         rep = GraphReport(f"{self.source}: graph {self.index}", strict)
-        check_sg2im(self.to_dict(), rep, vocab, max_objects)
+        data = self.to_dict()
+        check_sg2im(data, rep, vocab, max_objects)
+        if not rep.errors and vocab is not None:
+            self._checked = (vocab, data)
         return rep.errors
 
     # -- dicts and JSON ------------------------------------------------------------------------
     @classmethod
-    def _from_checked(cls, d: dict, source: str, index: int) -> "SceneGraph":
+    def _from_checked(cls, d: dict, source: str, index: int, vocab: Vocab | None = None) -> "SceneGraph":
         g = cls(d["objects"], d.get("relationships") or (), descriptions=d.get("descriptions"),
                 boxes=d.get("boxes"), caption=d.get("caption"))
         g.source, g.index = source, index
+        if vocab is not None:
+            g._checked = (vocab, g.to_dict())
         return g
+
+    def checked_against(self, vocab: Vocab) -> bool:
+        """Whether this graph, as it is now, passed the checks against ``vocab`` (when it was read
+        or validated with it): then :meth:`to_item` does not check it again."""
+        checked = self._checked
+        return checked is not None and checked[0] is vocab and checked[1] == self.to_dict()
 
     @classmethod
     def from_dict(cls, d: dict, vocab: Vocab | None = None, source: str = "<dict>", index: int = 0,
@@ -304,7 +304,7 @@ class SceneGraph:
         checked, errors, _ = check_graph_data(d, source, index, vocab, max_objects, strict)
         if errors:
             raise first_error(errors)
-        return cls._from_checked(checked, source, index)
+        return cls._from_checked(checked, source, index, vocab)
 
     def to_dict(self) -> dict:
         """The sg2im form; ``descriptions``, ``boxes`` and ``caption`` only when present."""
@@ -363,7 +363,7 @@ class SceneGraph:
         if errors:
             raise first_error(errors)
         data = self.to_node_link() if node_link else self.to_dict()
-        atomic_write_text(path, _format_json(data) + "\n")
+        atomic_write_text(path, format_json(data) + "\n")
 
     # -- the model's input ---------------------------------------------------------------------
     def to_item(self, vocab: Vocab) -> dict:
@@ -373,9 +373,10 @@ class SceneGraph:
 
         if not isinstance(vocab, Vocab):
             raise VocabError(self._where(f"to_item needs a Vocab, got {type(vocab).__name__}"))
-        errors = self.validate(vocab, max_objects=None)
-        if errors:
-            raise first_error(errors)
+        if not self.checked_against(vocab):  # a graph read or validated with this vocab is not checked twice
+            errors = self.validate(vocab, max_objects=None)
+            if errors:
+                raise first_error(errors)
         n = self.num_objects
         image = vocab.object_index(IMAGE_OBJECT)
         in_image = vocab.predicate_index(IN_IMAGE)

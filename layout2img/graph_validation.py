@@ -42,6 +42,19 @@ def json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def format_json(value: Any, indent: int = 0) -> str:
+    """JSON with a list of scalars on one line (a relation, a box), other containers indented."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(value, dict) and value:
+        body = ",\n".join(f"{inner}{json.dumps(k, ensure_ascii=False)}: {format_json(v, indent + 1)}"
+                          for k, v in value.items())
+        return "{\n" + body + "\n" + pad + "}"
+    if isinstance(value, list) and any(isinstance(v, (list, dict)) for v in value):
+        body = ",\n".join(inner + format_json(v, indent + 1) for v in value)
+        return "[\n" + body + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def show_json(value: Any, limit: int = 40) -> str:
     """A value as it looks in JSON, shortened."""
     try:
@@ -91,7 +104,7 @@ def box_problem(box: Any) -> str | None:
     for v in box:
         if not _is_number(v):
             return f"box {show_json(box)} has a non-numeric value {show_json(v)}"
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):  # ints are finite (and may overflow a float)
             return f"box {show_json(box)} has a value that is not finite"
     x0, y0, x1, y1 = box
     if min(box) < 0 or max(box) > 1:

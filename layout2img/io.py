@@ -10,12 +10,16 @@ saved component is written as.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping
+
+from .errors import WriteError, os_error_of
+from .version import __version__
 
 #: The suffixes that make an output path an image file (``generate``, ``edit``); :mod:`PIL` picks
 #: the format from the suffix.
@@ -41,25 +45,61 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: errnos that mean the storage refused the bytes. ``atomic_dir`` turns these into a WriteError
+#: from any code in its body (which may also read); ``atomic_path`` turns every OSError into
+#: one, as its body only writes.
+STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EIO")
+                           if hasattr(errno, name))
+
+
+def _discard(path: Path | None) -> None:
+    """Remove a temporary file or folder if it is there."""
+    if path is None:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _final_name(written: str | Path, tmp: Path, final: Path) -> Path:
+    """Where ``written`` (a path inside the temporary folder ``tmp``) would have ended up: under ``final``."""
+    try:
+        return final / Path(written).relative_to(tmp)
+    except ValueError:
+        return Path(written)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    Any OSError (disk full, read-only, no permission), in the body or in the rename, removes
+    the temporary and becomes a one-line :class:`~layout2img.errors.WriteError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         # mkstemp (and some writers, e.g. safetensors) make 0600; a saved file gets the umask's
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        tmp = None
         _fsync_dir(path.parent)
+    except OSError as e:
+        _discard(tmp)
+        tmp = None
+        raise WriteError.from_exception(path, e) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(tmp)
 
 
 def read_json(path: str | Path, what: str = "file", error: Callable[[str], Exception] | None = None) -> Any:
@@ -122,9 +162,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_save(path: str | Path, save: Callable[[Path], None]) -> None:
-    """Call ``save(tmp_path)`` (e.g. ``img.save``, ``safetensors.save_file``) and rename on success."""
+    """Call ``save(tmp_path)`` (e.g. ``img.save``, ``safetensors.save_file``) and rename on success;
+    a failed write (safetensors' own error type included) is a WriteError naming ``path``."""
     with atomic_path(path) as tmp:
-        save(tmp)
+        try:
+            save(tmp)
+        except Exception as e:
+            os_error = os_error_of(e)
+            if os_error is None or os_error is e:
+                raise
+            raise os_error from None
 
 
 @contextlib.contextmanager
@@ -132,27 +179,47 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Build a whole folder under a temporary name, then rename it into place.
 
     With ``overwrite`` an existing folder is swapped out (renamed aside, then removed), so
-    ``path`` is always either the complete old folder or the complete new one.
+    ``path`` is always either the complete old folder or the complete new one. A write that
+    fails inside (a WriteError, or an OSError of :data:`STORAGE_ERRNOS`) removes the temporary
+    folder and is a WriteError naming the file as it would have been under ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    except OSError as e:
+        _discard(tmp)
+        raise WriteError.from_exception(path, e) from None
     try:
         yield tmp
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} already exists")
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists")
+        old: Path | None = None
+        try:
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        except OSError as e:
+            if old is not None and (old / "x").exists():
+                os.replace(old / "x", path)  # put the complete old folder back
+            _discard(tmp)
+            _discard(old)
+            raise WriteError.from_exception(path, e) from None
+        _discard(old)
         _fsync_dir(path.parent)
+    except WriteError as e:
+        _discard(tmp)
+        raise WriteError.from_exception(_final_name(e.path, tmp, path), e) from None
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        _discard(tmp)
+        raise WriteError.from_exception(_final_name(e.filename, tmp, path) if e.filename else path, e) from None
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        _discard(tmp)
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -226,6 +293,8 @@ class PretrainedMixin:
     FORMAT_VERSION: ClassVar[int] = 1
     FOLDER_KIND: ClassVar[str] = "checkpoint folder"
     EXTRA_FILES: ClassVar[tuple[str, ...]] = ()
+    #: The folder :meth:`from_pretrained` read (None for a model built in memory).
+    pretrained_folder: Path | None = None
 
     # -- the hooks a component implements ------------------------------------------------------
     def pretrained_config(self) -> dict[str, Any]:
@@ -250,7 +319,6 @@ class PretrainedMixin:
         """Write the folder ``save_dir`` (an existing one is replaced as a whole); returns it."""
         from safetensors.torch import save_file
 
-        from . import __version__
         from .errors import ConfigError
 
         payload = {"model_class": self.MODEL_CLASS, "format_version": self.FORMAT_VERSION,
@@ -314,4 +382,5 @@ class PretrainedMixin:
         obj.load_pretrained_state(load_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
         metadata = payload.get("metadata") or {}
         obj.metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
+        obj.pretrained_folder = path  # where it came from, for messages that name it
         return obj.to(map_location).eval()

@@ -8,13 +8,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # A CLIP small enough to build in milliseconds (the token table dominates: 49408 x 32).
-# A scene-graph-to-image model small enough to run in milliseconds (32 px).
+# A scene-graph-to-image model small enough to run in milliseconds (32 px). It keeps v0.1's
+# generator (input conditioning) and encoder norm, which the tests written against it assume.
 TINY_MODEL = dict(
     vocab="shapes", image_size=32, style_dim=4,
     gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 2},
     layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
-    generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1},
-    encoder={"nef": 4, "n_downsample": 2},
+    generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1, "conditioning": "input"},
+    encoder={"nef": 4, "n_downsample": 2, "norm": "instance"},
     clusters={"k": 2},
 )
 TINY_CLIP = {
@@ -82,7 +83,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_shapes) -> Path:
 @pytest.fixture(scope="session")
 def tiny_styled_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny checkpoint with its style clusters fitted on the tiny train split (a folder of its own)."""
-    from layout2img.commands.fit_styles import fit_checkpoint_styles
+    from layout2img.training.styles import fit_checkpoint_styles
 
     out = tmp_path_factory.mktemp("tiny_styled") / "model"
     folder, _ = fit_checkpoint_styles(tiny_checkpoint, out, config=tiny_checkpoint.parent.parent / "config.yaml",
@@ -90,13 +91,13 @@ def tiny_styled_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
     return folder
 
 
-def serve_in_thread(srv):
-    """Run a ``make_server`` server on a daemon thread for a fixture: yields it, then shuts it down."""
-    import threading
+def serve_in_thread(app):
+    """Serve a ``layout2img.web`` app with uvicorn on 127.0.0.1 and a free port, on a daemon thread,
+    for a fixture: yields the running ``EditorServer`` (``.url``, ``.port``, ``.app``), then stops it."""
+    from layout2img.web.server import EditorServer
 
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    srv = EditorServer(app, "127.0.0.1", 0).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -1,12 +1,12 @@
 """The editor page in a real headless Chromium (Debian's chromium + chromedriver, driven by
-selenium): build a graph, generate, see the image change when the graph changes, drag a box;
-edit a region with text (progress, cancel, result, undo).
+selenium) against the FastAPI app served by uvicorn on 127.0.0.1: build a graph, generate, see the
+image change when the graph changes, drag a box; edit a region with text (progress, cancel,
+result, undo).
 
 Skipped, with the reason, when selenium or the browser binaries are absent; CI installs them
 (`apt-get install -y chromium chromium-driver`). A screenshot is saved to the test's temp
 folder and, when $LAYOUT2IMG_ARTIFACTS is set, there too.
 """
-import io
 import os
 import re
 import shutil
@@ -18,7 +18,7 @@ from conftest import TINY_CLIP, serve_in_thread
 
 from layout2img.generate import load_model
 from layout2img.models.text import TextEncoder
-from layout2img.web.server import make_server
+from layout2img.web.server import build_app
 
 CHROMIUM = os.environ.get("LAYOUT2IMG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = os.environ.get("LAYOUT2IMG_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
     model = load_model(tiny_checkpoint, "cpu")
-    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
+    yield from serve_in_thread(build_app(model, quiet=True))
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +50,14 @@ def edit_server(tiny_checkpoint):
     clip = TextEncoder.from_config(TINY_CLIP).freeze()
     model = load_model(tiny_checkpoint, "cpu")
     options = {"steps": 2, "restarts": 1, "lr": 0.5, "strength": 10.0, "preserve_weight": 0.0}
-    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), clip=clip,
-                                    clip_spec="tiny-clip", edit_options=options))
+    yield from serve_in_thread(build_app(model, quiet=True, clip=clip, clip_spec="tiny-clip", edit_options=options))
 
 
 @pytest.fixture(scope="module")
 def styled_server(tiny_styled_checkpoint):
     """The tiny model with fitted style clusters."""
     model = load_model(tiny_styled_checkpoint, "cpu")
-    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
+    yield from serve_in_thread(build_app(model, quiet=True))
 
 
 @pytest.fixture
@@ -264,7 +263,8 @@ def test_edit_a_region_with_text_cancel_and_undo(edit_server, browser, tmp_path)
     Select(d.find_element(By.ID, "edit-target")).select_by_visible_text("2: circle")
 
     # a long edit shows its progress and stops on Cancel, the image untouched
-    edit_server.jobs.defaults = {**edit_server.jobs.defaults, "steps": 200, "restarts": 2}
+    jobs = edit_server.app.state.jobs
+    jobs.defaults = {**jobs.defaults, "steps": 200, "restarts": 2}
     try:
         run.click()
         progress = d.find_element(By.ID, "edit-progress-text")
@@ -275,7 +275,7 @@ def test_edit_a_region_with_text_cancel_and_undo(edit_server, browser, tmp_path)
         d.find_element(By.ID, "edit-cancel").click()
         _wait_for_status(d, "Edit cancelled")
     finally:
-        edit_server.jobs.defaults = {**edit_server.jobs.defaults, "steps": 2, "restarts": 1}
+        jobs.defaults = {**jobs.defaults, "steps": 2, "restarts": 1}
     assert _image_src(d) == boxed and not d.find_element(By.ID, "edit-cancel").is_displayed()
 
     # Undo twice: the image before each edit, exactly, and the styles before them
@@ -295,7 +295,7 @@ def test_restyle_steps_through_the_class_clusters_shown_as_swatches(styled_serve
     WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#object-name option"))
     _add_object(d, "circle")
     _wait_for_new_image(d, None)
-    answer = styled_server.service.swatches.for_class("circle")
+    answer = styled_server.app.state.service.swatches.for_class("circle")
     k = len(answer["clusters"])
     assert k >= 2 and d.execute_script("return state.info.style_clusters.circle") == k
 

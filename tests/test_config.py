@@ -168,7 +168,29 @@ def test_model_defaults_are_the_pipelines():
     assert {name: model.config[name] for name in sections} == sections
     assert {k: model.config.get(k) for k in top} == top
     sections["gcn"]["width"] = 1  # a copy: the schema is unchanged
-    assert model_section_defaults()["gcn"]["width"] == 128
+    assert model_section_defaults()["gcn"]["width"] == 64
+
+
+def test_the_default_model_is_the_model_train_py_trains():
+    """``SceneGraphToImage()`` is the model section of configs/shapes_64.yaml (what ``python train.py``
+    trains), the vocabulary expanded as the model stores it."""
+    from layout2img import Vocab
+
+    trained = load_model_section(CONFIG_DIR / "shapes_64.yaml")
+    assert trained.pop("text_encoder") is None  # a text-free model's config does not hold the key
+    trained["vocab"] = Vocab.by_name(trained["vocab"]).to_dict()
+    assert SceneGraphToImage().config == trained
+    assert trained["generator"]["conditioning"] == "spade" and trained["gcn"]["width"] == 64
+
+
+def test_the_default_run_is_the_schemas_defaults():
+    """configs/shapes_64.yaml sets no model or training key: those are the schema's defaults."""
+    layers = read_layers(CONFIG_DIR / "shapes_64.yaml")
+    assert [set(to_container(node)) for _, node in layers] == [
+        {"out_dir", "max_steps", "batch_size", "checkpoint_every", "sample_every", "data"}]
+    default = to_container(load_config("shapes_64"))
+    assert default["data"]["dataset"] == "shapes" and default["train"]["lr_g"] == 4e-4
+    assert default["train"]["diffaugment"] == "color,translation,cutout" and default["loss"]["lambda_l1"] == 10.0
 
 
 def test_model_section_of_a_file():
@@ -199,7 +221,7 @@ def test_data_sections_hold_only_dataset_arguments():
     """Each data key the trainer hands to a dataset (all but the run keys) is one of its constructor's."""
     import inspect
 
-    from layout2img.config import DATASET_SCHEMAS
+    from layout2img.config import DATASETS
     from layout2img.data.coco import CocoSceneGraphDataset
     from layout2img.data.shapes import ShapesDataset
     from layout2img.data.vg import VisualGenomeDataset
@@ -214,7 +236,18 @@ def test_data_sections_hold_only_dataset_arguments():
         data = to_container(load_config(name).data)
         given = (set(data) - run_keys) | set(data["train"] or {}) | set(data["val"] or {})
         assert given <= accepts[data["dataset"]], (name, given - accepts[data["dataset"]])
-    assert set(DATASET_SCHEMAS) == set(accepts)
+    assert set(DATASETS) == set(accepts)
+
+
+def test_every_dataset_kind_names_its_builder():
+    """The one registry: each kind's schema for the loader and builder for ``build_dataset``."""
+    import importlib
+
+    from layout2img.config import DATASETS, DataConfig
+
+    for name, kind in DATASETS.items():
+        module, _, function = kind.builder.partition(":")
+        assert issubclass(kind.schema, DataConfig) and callable(getattr(importlib.import_module(module), function))
 
 
 def test_long_recipe_keeps_the_learning_rate_it_was_measured_with():

@@ -9,7 +9,7 @@ import torch
 from layout2img.cli import main
 from layout2img.config import load_config
 from layout2img.errors import CheckpointError
-from layout2img.evaluation import parse_metrics
+from layout2img.metrics.report import parse_metrics
 from layout2img.metrics import fid as fidm
 from layout2img.training.classifier import train_classifier
 from layout2img.training.runs import resolve_checkpoint

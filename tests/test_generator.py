@@ -35,14 +35,14 @@ def test_local_enhancer_full_and_global_stage_resolutions():
     # the global net runs ngf * 2**n_local wide; parameter groups partition the model
     assert g.global_net.stem[0].out_channels == 16
     n_all = sum(p.numel() for p in g.parameters())
-    assert sum(p.numel() for p in g.global_parameters()) + sum(p.numel() for p in g.local_parameters()) == n_all
-    assert sum(p.numel() for p in small().local_parameters()) == 0
+    assert sum(p.numel() for p in g.global_net.parameters()) + sum(p.numel() for p in g.enhancers.parameters()) == n_all
+    assert sum(p.numel() for p in small().enhancers.parameters()) == 0
 
 
 def test_global_stage_gives_no_gradient_to_enhancer():
     g = small(n_local_enhancers=1, n_blocks_local=1)
     g(torch.randn(1, C, 32, 32), stage="global").mean().backward()
-    assert all(p.grad is None for p in g.local_parameters())
+    assert all(p.grad is None for p in g.enhancers.parameters())
     assert all(p.grad is not None for p in g.global_net.to_rgb.parameters())
 
 

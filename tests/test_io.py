@@ -119,3 +119,18 @@ def test_image_suffixes_are_the_ones_pil_writes():
 
     assert ".png" in IMAGE_SUFFIXES and ".jpg" in IMAGE_SUFFIXES
     assert all(s in Image.registered_extensions() for s in IMAGE_SUFFIXES)
+
+
+def test_the_version_is_the_package_metadata_and_saved_folders_record_it(tmp_path):
+    from importlib import metadata
+
+    import layout2img
+    from layout2img import version
+    from layout2img.models.classifier import ObjectClassifier
+
+    assert layout2img.__version__ == version.__version__ == metadata.version("layout2img")
+    assert version.source_tree_version() == metadata.version("layout2img")  # pyproject.toml's, as installed
+    saved = ObjectClassifier(Vocab.shapes().num_objects, crop_size=8, width=4, vocab=Vocab.shapes()).save_pretrained(
+        tmp_path / "clf")
+    assert read_json(saved / "config.json")["layout2img_version"] == layout2img.__version__
+

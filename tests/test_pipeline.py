@@ -177,6 +177,25 @@ def test_save_load_round_trip(model, tmp_path, monkeypatch):
     assert json.loads((folder / "config.json").read_text())["metadata"] == {}
 
 
+def test_keys_an_old_folder_lacks_keep_the_meaning_they_had_when_it_was_written(model, tmp_path):
+    """A saved config.json without ``generator.conditioning`` or ``encoder.norm`` was written when the
+    defaults were v0.1's (input, instance): it loads as that model, not as today's default."""
+    folder = model.save_pretrained(tmp_path / "ckpt")  # TINY: v0.1's generator and encoder, stated
+    cfg = json.loads((folder / "config.json").read_text())
+    for name, key in (("generator", "conditioning"), ("encoder", "norm")):
+        del cfg[name][key]
+    for version in (None, 2):  # format 1 (no key) and 2: both written under v0.1's defaults
+        if version is None:
+            cfg.pop("format_version")
+        else:
+            cfg["format_version"] = version
+        (folder / "config.json").write_text(json.dumps(cfg))
+        loaded = SceneGraphToImage.from_pretrained(folder)
+        assert loaded.config == model.config
+        assert (loaded.config["generator"]["conditioning"], loaded.config["encoder"]["norm"]) == ("input", "instance")
+    assert SceneGraphToImage().config["generator"]["conditioning"] == "spade"  # today's default differs
+
+
 def test_load_errors(model, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         SceneGraphToImage.from_pretrained(tmp_path / "nope")
@@ -254,7 +273,7 @@ def test_every_config_builds_and_generates(path, tmp_path):
     tiny = SceneGraphToImage.from_config(
         path, gcn={**full.config["gcn"], "width": 8, "embed_dim": 8, "hidden": 8, "layers": 1},
         layout={**full.config["layout"], "box_hidden": 8, "mask_channels": 4},
-        generator={**g, "ngf": 2, "n_blocks": 1, "n_blocks_local": 1}, encoder={"nef": 2}, **text)
+        generator={**g, "ngf": 2, "n_blocks": 1, "n_blocks_local": 1}, encoder={**full.config["encoder"], "nef": 2}, **text)
     images = tiny.generate(_graph_of(tiny.vocab), seed=0)
     assert images.shape == (1, 3, size, size) and torch.isfinite(images).all()
 

@@ -106,7 +106,7 @@ def test_trainer_reads_the_schema_values(tiny_shapes, tmp_path):
     try:
         assert trainer.opt_g.param_groups[0]["betas"] == (0.5, 0.999) == trainer.opt_d.param_groups[0]["betas"]
         assert (trainer.opt_g.param_groups[0]["lr"], trainer.opt_d.param_groups[0]["lr"]) == (2e-4, 1e-4)
-        assert trainer.d_object is None and trainer.perceptual is None and trainer.loss_weights.lambda_l1 == 10.0
+        assert trainer.d_object is None and trainer.objective.perceptual is None and trainer.loss_weights.lambda_l1 == 10.0
     finally:
         trainer.close()
     with pytest.raises(ConfigError, match=r"train.amp: expected auto, bf16, fp32, got 'bf61'"):
@@ -123,9 +123,9 @@ def test_trainer_reads_the_schema_values(tiny_shapes, tmp_path):
 def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_shapes, tmp_path, monkeypatch):
     out = tmp_path / "nan"
     _train(tiny_overrides(tiny_shapes, out, max_steps=2, checkpoint_every=2))
-    import layout2img.training.trainer as trainer_module
+    import layout2img.models.layout as layout_module  # the regression predictor's box term
 
-    real_box_loss = trainer_module.box_loss
+    real_box_loss = layout_module.box_loss
     calls = {"n": 0}
 
     def poisoned(*a, **k):
@@ -133,7 +133,7 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_shapes, tmp_
         loss = real_box_loss(*a, **k)
         return loss * float("nan") if calls["n"] >= 2 else loss
 
-    monkeypatch.setattr(trainer_module, "box_loss", poisoned)
+    monkeypatch.setattr(layout_module, "box_loss", poisoned)
     with pytest.raises(TrainingDiverged, match=r"step 4: loss .*box.* is not finite.*step_000003"):
         _train(tiny_overrides(tiny_shapes, out, max_steps=6, checkpoint_every=1))
     # step 3 was good and saved; step 4 diverged and saved nothing; every checkpoint is intact
@@ -231,19 +231,19 @@ def test_coarse_to_fine_schedule_trains_global_first_then_freezes_it(tiny_shapes
         return [p.detach().clone() for p in params]
 
     assert trainer.stage() == "global"
-    glob0, loc0 = snapshot(g.global_parameters()), snapshot(g.local_parameters())
+    glob0, loc0 = snapshot(g.global_net.parameters()), snapshot(g.enhancers.parameters())
     trainer.train_step(batch)
-    assert trainer._last_out.images.shape[-1] == 16  # half resolution while the global net trains alone
+    assert trainer.last_output.images.shape[-1] == 16  # half resolution while the global net trains alone
     changed = lambda a, b: any(not torch.equal(x, y) for x, y in zip(a, b))  # noqa: E731
-    glob1, loc1 = snapshot(g.global_parameters()), snapshot(g.local_parameters())
+    glob1, loc1 = snapshot(g.global_net.parameters()), snapshot(g.enhancers.parameters())
     assert changed(glob0, glob1) and not changed(loc0, loc1)
     trainer.step = 1  # the enhancer joins; the global net stays fixed for fix_global_steps
     assert trainer.stage() == "full"
     trainer.train_step(batch)
-    assert trainer._last_out.images.shape[-1] == 32
-    glob2, loc2 = snapshot(g.global_parameters()), snapshot(g.local_parameters())
+    assert trainer.last_output.images.shape[-1] == 32
+    glob2, loc2 = snapshot(g.global_net.parameters()), snapshot(g.enhancers.parameters())
     assert not changed(glob1, glob2) and changed(loc1, loc2)
     trainer.step = 2  # then everything trains
     trainer.train_step(batch)
-    assert changed(glob2, snapshot(g.global_parameters()))
+    assert changed(glob2, snapshot(g.global_net.parameters()))
     trainer.close()

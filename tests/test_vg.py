@@ -1,4 +1,5 @@
-"""Visual Genome: datasets/prepare_vg.py (official VG JSON -> HDF5 + vocab.json) and VisualGenomeDataset.
+"""Visual Genome: ``layout2img prepare vg`` (layout2img/data/prepare_vg.py: official VG JSON -> HDF5 +
+vocab.json; datasets/prepare_vg.py runs the same command) and VisualGenomeDataset.
 
 The fixture is a tiny VG in the official file formats. Expected outputs below are worked out by hand
 from it (thresholds: 3 object / 2 attribute / 2 predicate instances, objects >= 8 px, images >= 50 px):
@@ -13,7 +14,6 @@ predicate counts (both ends kept): wearing 3, behind 3 (one in image 4, later dr
 attribute counts: tall 3, white 3, green 2, wooden 2, smiling 1, striped 1, blue 1 (3 with images 5, 7)
     -> attributes: tall, white, green, wooden
 """
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,15 +23,14 @@ import pytest
 import torch
 from PIL import Image
 
+from layout2img.cli import main as cli_main
+from layout2img.commands.prepare import VG_DEFAULTS
+from layout2img.data import prepare_vg
 from layout2img.data.batch import collate
 from layout2img.data.vg import VisualGenomeDataset
 from layout2img.errors import DataError
 from layout2img.vocab import Vocab
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("prepare_vg", ROOT / "datasets" / "prepare_vg.py")
-prepare_vg = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare_vg)
 
 THRESHOLDS = dict(min_object_instances=3, min_attribute_instances=2, min_relationship_instances=2,
                   min_object_size=8, min_objects=3, max_objects=6, max_relationships=4,
@@ -236,12 +235,20 @@ def test_cli_writes_outputs_and_reports_errors_in_one_line(vg, tmp_path, capsys)
             "--min-object-instances", "3", "--min-attribute-instances", "2", "--min-relationship-instances", "2",
             "--min-object-size", "8", "--max-objects", "6", "--max-relationships", "4", "--image-size-min", "50",
             "--no-progress"]
-    assert prepare_vg.main(argv) == 0
+    assert cli_main(["prepare", "vg", *argv]) == 0
     assert "train: 3 images" in capsys.readouterr().out
     assert _h5(tmp_path / "cli" / "train.h5")["image_ids"].tolist() == [1, 2, 3]
-    assert prepare_vg.main(["--vg-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["prepare", "vg", "--vg-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope" in err and "not found" in err
+
+
+def test_cli_defaults_are_the_functions():
+    """The parser keeps literal defaults (it must not import h5py): they must not drift from the library's."""
+    import inspect
+
+    params = inspect.signature(prepare_vg.prepare_visual_genome).parameters
+    assert {k: params[k].default for k in VG_DEFAULTS} == {**VG_DEFAULTS, "split_fractions": (0.9, 0.05, 0.05)}
 
 
 @pytest.mark.parametrize("file, edit, words", [

@@ -2,16 +2,13 @@
 drawing another with the pinned boxes kept, old requests unchanged, and a regression model ignoring it."""
 from __future__ import annotations
 
-import http.client
-import io
-import json
-
 import pytest
 import torch
-from conftest import TINY_MODEL, serve_in_thread
+from conftest import TINY_MODEL
+from fastapi.testclient import TestClient
 
 from layout2img import SceneGraphToImage
-from layout2img.web.server import make_server
+from layout2img.web.server import build_app
 
 GRAPH = {"objects": ["sky", "grass", "circle", "square"],
          "relationships": [[0, "above", 1], [2, "left of", 3], [2, "above", 1]]}
@@ -21,7 +18,9 @@ SEEDS = [1, 2, 3, 4]
 def serving(predictor: str):
     torch.manual_seed(0)
     model = SceneGraphToImage(**{**TINY_MODEL, "layout": {**TINY_MODEL["layout"], "predictor": predictor}}).eval()
-    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO()))
+    with TestClient(build_app(model, quiet=True), base_url="http://127.0.0.1") as client:
+        client.model = model
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +33,10 @@ def regression_server():
     yield from serving("regression")
 
 
-def call(server, method: str, path: str, body=None):
-    """(status, parsed JSON) of one request to the test server."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
-    try:
-        conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                     headers={"Content-Type": "application/json"})
-        res = conn.getresponse()
-        return res.status, json.loads(res.read())
-    finally:
-        conn.close()
+def call(client, method: str, path: str, body=None):
+    """(status, parsed JSON) of one request to the app."""
+    res = client.request(method, path, json=body)
+    return res.status_code, res.json()
 
 
 def generate(server, graph=GRAPH, **fields):
@@ -58,7 +51,7 @@ def test_info_says_whether_the_model_samples_layouts(sampler_server, regression_
 
 
 def test_the_answer_is_the_sampled_layout_and_a_new_layout_seed_draws_another(sampler_server):
-    model = sampler_server.service.model
+    model = sampler_server.model
     first = generate(sampler_server, layout_seed=5)
     assert first["layout_seed"] == 5
     expected = model.predict_layout(GRAPH, seed=5)[0]["boxes"]

@@ -2,29 +2,31 @@
 swatch colours, and seeds, generate and edits drawing codes as the server's style says."""
 import base64
 import io
-import json
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLIP, serve_in_thread
+from conftest import TINY_CLIP
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from layout2img.cli import main
 from layout2img.errors import ConfigError
 from layout2img.generate import load_model, object_style_codes
 from layout2img.models.text import TextEncoder
-from layout2img.web.server import make_server
+from layout2img.web.server import build_app
 from layout2img.web.styles import SWATCH_BOX
 
 GRAPH = {"objects": ["sky", "grass", "circle"], "relationships": [[0, "above", 1], [2, "above", 1]]}
 
 
 def serving(model, **kwargs):
-    yield from serve_in_thread(make_server(model, "127.0.0.1", 0, quiet=True, log=io.StringIO(), **kwargs))
+    """A TestClient of the editor app for ``model`` (``.service``: the app's model service)."""
+    app = build_app(model, quiet=True, **kwargs)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        client.service = app.state.service
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +41,10 @@ def unfitted(tiny_checkpoint):
     yield from serving(model)
 
 
-def request(server, path, body=None):
-    """(status, JSON answer) of a GET (or, with ``body``, a JSON POST) to the test server."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(server.url.rstrip("/") + path, data=data,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as res:
-            return res.status, json.load(res)
-    except urllib.error.HTTPError as e:
-        return e.code, json.load(e)
+def request(client, path, body=None):
+    """(status, JSON answer) of a GET (or, with ``body``, a JSON POST) to the app."""
+    res = client.get(path) if body is None else client.post(path, json=body)
+    return res.status_code, res.json()
 
 
 def pixels(data_url):
@@ -86,7 +82,8 @@ def test_info_and_styles_give_each_class_its_clusters_with_swatches(styled, monk
 
 
 @pytest.mark.parametrize("path, status, words", [
-    ("/api/styles", 400, "give the object class"),
+    ("/api/styles", 400, "missing query parameter 'object'"),
+    ("/api/styles?object=", 400, "give the object class"),
     ("/api/styles?object=unicorn", 400, "unknown object class 'unicorn'"),
     ("/api/styles?object=__image__", 400, "unknown object class"),
 ])
@@ -148,7 +145,7 @@ def test_without_fitted_clusters_there_is_nothing_to_step_through(unfitted, tiny
     status, answer = request(unfitted, "/api/styles?object=circle")
     assert status == 409 and "layout2img fit-styles" in answer["error"]
     with pytest.raises(ConfigError, match="fit-styles"):
-        make_server(unfitted.service.model, "127.0.0.1", 0, style="cluster")
+        build_app(unfitted.service.model, style="cluster")
     model = load_model(tiny_checkpoint, "cpu")
     model.style_clusters.is_fitted.fill_(False)
     folder = model.save_pretrained(tmp_path / "unfitted")

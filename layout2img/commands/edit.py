@@ -8,6 +8,7 @@ from pathlib import Path
 from ..editing import MODULATION_SITES, EditSettings
 from ..errors import ConfigError, DataError
 from ..io import IMAGE_SUFFIXES
+from .options import add_model_args
 
 EXIT_EDITED = 0
 EXIT_NOTHING_BETTER = 3  # 2 is every bad input (cli.main)
@@ -24,7 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Start from the image `layout2img generate GRAPH --seed S` makes and change "
                                    "one object, a box or the whole image to match a text, keeping the rest.",
                        epilog=EXIT_STATUS_HELP)
-    e.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
+    add_model_args(e, checkpoint=True, device=True)
     e.add_argument("--graph", required=True, help="a scene-graph JSON file (as for generate)")
     e.add_argument("--graph-index", type=int, default=0,
                    help="which graph of a list (default 0); it is drawn with seed + index, as generate does")
@@ -64,7 +65,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--clip", default=None, metavar="SPEC",
                    help="the CLIP that guides the edit (default: the model's text encoder), e.g. runs/clip_shapes")
     e.add_argument("--save-original", default=None, metavar="PATH", help="also write the unedited image")
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     e.set_defaults(func=run)
     return e
 

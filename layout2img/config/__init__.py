@@ -5,16 +5,25 @@ file and the ``base:`` files it builds on, applies ``key=value`` overrides (Omeg
 syntax) and checks the result against :class:`RunConfig`: a key the schema does not declare is
 an error that names it and the closest known key, so a typo never silently does nothing.
 """
-from .loader import (CONFIG_DIR, DEFAULT_CONFIG, load_config, load_model_section, read_layers, resolve_config_path,
-                     to_container, validate_config)
-from .clip_schema import ClipDataConfig, ClipRunConfig, ClipTrainConfig
-from .schema import (DATASET_SCHEMAS, CocoDataConfig, DataConfig, DiscriminatorConfig, LossConfig, ModelConfig,
-                     RunConfig, ShapesDataConfig, TrainConfig, VgDataConfig, model_section_defaults,
-                     model_top_defaults)
+from .choices import STYLE_CHOICES
 
-__all__ = [
-    "CONFIG_DIR", "DEFAULT_CONFIG", "DATASET_SCHEMAS", "ClipDataConfig", "ClipRunConfig", "ClipTrainConfig",
-    "CocoDataConfig", "DataConfig", "DiscriminatorConfig", "LossConfig", "ModelConfig", "RunConfig",
-    "ShapesDataConfig", "TrainConfig", "VgDataConfig", "load_config", "load_model_section", "model_section_defaults",
-    "model_top_defaults", "read_layers", "resolve_config_path", "to_container", "validate_config",
-]
+# The loader and the schemas (omegaconf, yaml) load on first use: building the CLI parser needs
+# only the choices, and `layout2img --help` stays fast.
+_LAZY = {
+    **dict.fromkeys(("CONFIG_DIR", "DEFAULT_CONFIG", "load_config", "load_model_section", "read_layers",
+                     "resolve_config_path", "to_container", "validate_config"), ".loader"),
+    **dict.fromkeys(("ClipDataConfig", "ClipRunConfig", "ClipTrainConfig"), ".clip_schema"),
+    **dict.fromkeys(("DATASETS", "CocoDataConfig", "DataConfig", "DiscriminatorConfig", "LossConfig", "ModelConfig",
+                     "RunConfig", "ShapesDataConfig", "TrainConfig", "VgDataConfig", "model_section_defaults",
+                     "model_top_defaults"), ".schema"),
+}
+
+__all__ = ["STYLE_CHOICES", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(name)

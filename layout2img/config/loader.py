@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -19,22 +20,38 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
-from .schema import DATASET_SCHEMAS, DataConfig, RunConfig
+from .schema import DATASETS, DataConfig, RunConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+def _bundled_config_dir() -> Path:
+    """The repository's ``configs/`` folder, which the build ships as the package ``layout2img.configs``
+    (pyproject.toml): found through the import system, so an editable and a wheel install agree."""
+    try:
+        return Path(str(resources.files("layout2img.configs")))
+    except ModuleNotFoundError:  # a source tree put on sys.path by hand, never installed
+        return Path(__file__).resolve().parents[2] / "configs"
+
+
+CONFIG_DIR = _bundled_config_dir()
 DEFAULT_CONFIG = "shapes_64.yaml"
 BASE_KEY = "base"
 
 
 def resolve_config_path(path: str | Path | None) -> Path:
-    """A config file path; a bare name like ``coco_128`` (or ``clip/shapes``) is looked up in the configs folder."""
+    """A config file: an existing path as given, else a bundled config by name: ``coco_128``,
+    ``clip/shapes``, ``coco_128.yaml`` or ``configs/coco_128.yaml`` (the repository's spelling, so the
+    README's commands work from any folder with an installed package)."""
     if path is None:
         path = CONFIG_DIR / DEFAULT_CONFIG
     p = Path(path)
     if not p.exists() and not p.is_absolute():
-        p = CONFIG_DIR / (p if p.suffix else p.with_name(p.name + ".yaml"))
+        name = p if p.suffix else p.with_name(p.name + ".yaml")
+        if name.parts[:1] == ("configs",) and len(name.parts) > 1:
+            name = name.relative_to("configs")
+        p = CONFIG_DIR / name
     if not p.is_file():
-        available = ", ".join(sorted(q.stem for q in CONFIG_DIR.glob("*.yaml")))
+        available = ", ".join(sorted(q.relative_to(CONFIG_DIR).with_suffix("").as_posix()
+                                     for q in CONFIG_DIR.rglob("*.yaml") if q.parent.name != "base"))
         raise ConfigError(f"{path}: config file not found (bundled configs: {available})")
     return p
 
@@ -217,10 +234,10 @@ def _data_schema(schema: type, dataset: Any, where: str, complete: bool) -> type
     """The ``data:`` dataclass: the one ``data.dataset`` names where the schema's data is a DataConfig."""
     if typing.get_type_hints(schema).get("data") is not DataConfig or (dataset is None and not complete):
         return DataConfig
-    if dataset not in DATASET_SCHEMAS:
+    if dataset not in DATASETS:
         got = "missing" if dataset is None else f"unknown dataset {dataset!r}"
-        raise ConfigError(f"{where}: data.dataset: {got} ({', '.join(DATASET_SCHEMAS)})")
-    return DATASET_SCHEMAS[dataset]
+        raise ConfigError(f"{where}: data.dataset: {got} ({', '.join(DATASETS)})")
+    return DATASETS[dataset].schema
 
 
 def _source_of(key: str, layers: list[tuple[str, Mapping]]) -> str:

@@ -1,17 +1,17 @@
 """Every config key, its type and its default: the structured (dataclass) schema of run configs.
 
-YAML files state only what differs from these defaults. A GAN run is a :class:`RunConfig` whose
-``data`` section is the dataclass its ``dataset`` names (:data:`DATASET_SCHEMAS`); a domain CLIP
-run (``layout2img train-clip``) is a :class:`~layout2img.config.clip_schema.ClipRunConfig`
-(``clip_schema.py``). The model sections carry the
-defaults :class:`~layout2img.SceneGraphToImage` uses (:func:`model_section_defaults`,
-:func:`model_top_defaults`). ``MISSING`` marks a key that every config must set.
+The defaults are the default run's model and training (``python train.py``: configs/shapes_64.yaml
+states only its data and schedule); YAML files state only what differs from them. A GAN run is a
+:class:`RunConfig` whose ``data`` section is the dataclass its ``dataset`` names (:data:`DATASETS`);
+a domain CLIP run (``layout2img train-clip``) is a :class:`~layout2img.config.clip_schema.ClipRunConfig`.
+The model sections carry the defaults :class:`~layout2img.SceneGraphToImage` uses
+(:func:`model_section_defaults`, :func:`model_top_defaults`). ``MISSING``: a key every config sets.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, NamedTuple, Optional
 
 from omegaconf import II, MISSING
 
@@ -19,12 +19,12 @@ from omegaconf import II, MISSING
 # -- model -------------------------------------------------------------------------------------------
 @dataclass
 class GcnConfig:
-    """The graph network (sg2im's sizes)."""
+    """The graph network (configs/base/sg2im.yaml states sg2im's larger sizes)."""
 
-    embed_dim: int = 128
-    width: int = 128
-    hidden: int = 512
-    layers: int = 5
+    embed_dim: int = 64
+    width: int = 64
+    hidden: int = 256
+    layers: int = 3
     pooling: str = "avg"
     text_mode: str = "add"
     mlp_norm: str = "none"
@@ -51,8 +51,8 @@ class LayoutConfig:
     """
 
     mask_size: int = 16
-    box_hidden: int = 512
-    mask_channels: Optional[int] = None
+    box_hidden: int = 256
+    mask_channels: Optional[int] = 32
     mask_norm: str = "batch"
     pooling: str = "over"
     stuff_below_things: bool = True
@@ -78,16 +78,16 @@ class GeneratorConfig:
     ``spade_hidden``: width of SPADE's shared layout conv.
     """
 
-    ngf: int = 64
+    ngf: int = 32
     n_downsample: int = 3
-    n_blocks: int = 6
+    n_blocks: int = 4
     n_local_enhancers: int = 0
     n_blocks_local: int = 3
     norm: str = "instance"
     padding: str = "reflect"
     upsample: str = "nearest"
     layout_skips: bool = False
-    conditioning: str = "input"
+    conditioning: str = "spade"
     spade_hidden: int = 32
 
 
@@ -97,7 +97,7 @@ class EncoderConfig:
 
     nef: int = 16
     n_downsample: int = 3
-    norm: str = "instance"
+    norm: str = "batch"  # not instance: keeps absolute colour in the codes
     padding: str = "reflect"
 
 
@@ -251,9 +251,15 @@ class VgDataConfig(DataConfig):
     val: Optional[VgSplit] = None
 
 
-#: The ``data:`` dataclass of each ``data.dataset``.
-DATASET_SCHEMAS: dict[str, type[DataConfig]] = {"shapes": ShapesDataConfig, "coco": CocoDataConfig,
-                                                "vg": VgDataConfig}
+#: A ``data.dataset``: its ``data:`` dataclass and its splits' builder, ``module:function``
+#: (imported when used: config sits below the data layer).
+DatasetKind = NamedTuple("DatasetKind", [("schema", type), ("builder", str)])
+#: The one registry of dataset kinds: the loader reads ``schema``, ``build_dataset`` ``builder``.
+DATASETS: dict[str, DatasetKind] = {
+    "shapes": DatasetKind(ShapesDataConfig, "layout2img.data.build:build_shapes"),
+    "coco": DatasetKind(CocoDataConfig, "layout2img.data.build:build_coco"),
+    "vg": DatasetKind(VgDataConfig, "layout2img.data.build:build_vg"),
+}
 
 
 # -- training ----------------------------------------------------------------------------------------
@@ -261,7 +267,7 @@ DATASET_SCHEMAS: dict[str, type[DataConfig]] = {"shapes": ShapesDataConfig, "coc
 class ImageDiscriminatorConfig:
     """The multi-scale patch discriminator (pix2pixHD)."""
 
-    ndf: int = 64
+    ndf: int = 32
     n_layers: int = 3
     num_D: int = 2
 
@@ -301,10 +307,10 @@ class DiscriminatorConfig:
 class LossConfig:
     """Loss weights (a weight of 0 switches its term off).
 
-    ``lambda_l1``: pixel L1 to the real image (sg2im's image loss); ``perceptual``: vgg19 (needs
-    torchvision's VGG19 weights in the torch hub cache), auto (vgg19 when they are there, else
-    off), inception or none; ``lambda_prior``: fit
-    of the text style prior to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake), caption)
+    ``lambda_l1``: pixel L1 to the real image (sg2im's image loss; pix2pix uses 100);
+    ``perceptual``: vgg19 (needs torchvision's VGG19 weights in the torch hub cache), auto (vgg19
+    when they are there, else off), inception or none; ``lambda_prior``: fit of the text style
+    prior to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake), caption)
     and per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency
     (segmentation discriminator only). The layout sampler (``model.layout.predictor: sampler``)
     uses ``lambda_box`` and ``lambda_mask`` too, and: ``lambda_layout_kl`` the KL of its box
@@ -315,7 +321,7 @@ class LossConfig:
 
     gan_mode: str = "hinge"
     lambda_feat: float = 10.0
-    lambda_l1: float = 1.0
+    lambda_l1: float = 10.0
     perceptual: str = "none"
     lambda_perceptual: float = 0.0
     lambda_obj: float = 1.0
@@ -347,8 +353,9 @@ class TrainConfig:
     ``max_steps`` (pix2pixHD's ``niter_decay``; 1.0: constant).
     """
 
-    lr_g: float = 0.0002
-    lr_d: float = 0.0002
+    # twice pix2pixHD's 2e-4: FID 117.3 -> 108.8 in the default run's 700 steps (BENCHMARKS, R9)
+    lr_g: float = 0.0004
+    lr_d: float = 0.0004
     lr_decay_start: float = 1.0
     betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
     amp: str = "auto"
@@ -361,8 +368,8 @@ class TrainConfig:
     r1_every: int = 16
     text_dropout: float = 0.0
     init_from: Optional[str] = None
-    diffaugment: Optional[str] = ""
-    fit_styles: int = 0
+    diffaugment: Optional[str] = "color,translation,cutout"
+    fit_styles: int = 1000
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import CHECK_HINT, DataError
 from ..io import parse_json
 
 
@@ -136,9 +136,9 @@ def load_image(path: Path, image_size: int) -> torch.Tensor:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(f"{path}: image file not found; {CHECK_HINT}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: cannot read image ({e})") from None
+        raise DataError(f"{path}: cannot read image ({e}); {CHECK_HINT}") from None
     pixels = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
     return pixels.permute(2, 0, 1).float().div_(127.5).sub_(1.0).clamp_(-1.0, 1.0)
 

@@ -1,14 +1,26 @@
 """Caption and description text for Shapes scenes ("a small red circle above a blue square, on grass")."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ..relations import geometric_relation
 
-if TYPE_CHECKING:
-    from .shapes_render import Thing
+
+class Thing(Protocol):
+    """What a caption reads of a drawn thing (:class:`~layout2img.data.shapes_render.Thing` is one);
+    a protocol, so the renderer imports this module and not the other way round."""
+
+    shape: str
+    color: str
+    size: str
+    box: tuple[float, float, float, float]
+    mask: np.ndarray
+    depth: int
+
+    @property
+    def description(self) -> str: ...
 
 #: How each stuff region is named in its description.
 STUFF_TEXT = {"sky": "the sky", "grass": "grass", "sea": "the sea", "sand": "sand", "wall": "a brick wall",

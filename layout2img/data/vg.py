@@ -29,7 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, DataError
+from ..errors import CHECK_HINT, ConfigError, DataError
 from ..vocab import IMAGE_OBJECT, IN_IMAGE, Vocab
 
 _REQUIRED = (
@@ -199,9 +199,10 @@ class VisualGenomeDataset(Dataset):
                 size = img.size
                 img = img.convert("RGB").resize(self.image_size[::-1], Image.Resampling.BILINEAR)
         except FileNotFoundError:
-            raise DataError(f"{path}: image not found (image {int(self.data['image_ids'][index])})") from None
+            raise DataError(f"{path}: image not found (image {int(self.data['image_ids'][index])}); "
+                            f"{CHECK_HINT}") from None
         except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{path}: cannot read image: {e}") from None
+            raise DataError(f"{path}: cannot read image: {e}; {CHECK_HINT}") from None
         # sg2im squashes the whole image to the output size; boxes stay relative to it.
         array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
         return torch.from_numpy(array).permute(2, 0, 1).contiguous(), size

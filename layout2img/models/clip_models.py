@@ -85,3 +85,30 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
 
+
+
+def check_model_name(name: str, problem: str) -> None:
+    """ConfigError ``text_encoder: {problem}; did you mean ...?`` unless open_clip knows ``name``."""
+    import difflib
+
+    known = open_clip_module().list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
+        raise ConfigError(f"text_encoder: {problem}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def load_clip_file(path: Path, model_name: str) -> nn.Module:
+    """open_clip's ``model_name`` with the weights of a local checkpoint file, fitted as open_clip's
+    own loader fits them (positional embeddings resized); CheckpointError when they do not fit."""
+    open_clip = open_clip_module()
+    model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+    state = read_state_dict(path)
+    try:
+        if "logit_scale" in state and state["logit_scale"].dim() != model.logit_scale.dim():
+            state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
+        open_clip.model.resize_pos_embed(state, model)
+        open_clip.model.resize_text_pos_embed(state, model)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: does not fit open_clip model {model_name}: {one_line(e)}") from None
+    return model

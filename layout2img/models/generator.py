@@ -1,10 +1,9 @@
 """pix2pixHD-style generator: a global network, optional local enhancers, FiLM text conditioning.
 
-The generator eats the layout tensor that ``models/layout.py`` builds - semantic class channels, one
-instance-edge channel and the per-object style-code channels, (B, C, H, W) - and returns an image
-in [-1, 1]. The style channels are the noise input: at training they carry the appearance
-encoder's reparameterised codes, at inference codes sampled from N(0, I) or from per-class
-clusters (``encoder.py``), so one layout gives diverse images and one object can be restyled.
+The generator eats the layout tensor ``models/layout.py`` builds - class channels, an instance-edge
+channel and the per-object style-code channels, (B, C, H, W) - and returns an image in [-1, 1].
+The style channels are the noise input: the appearance encoder's codes in training, codes from
+N(0, I) or per-class clusters (``encoder.py``) at inference, so one object can be restyled.
 
 Architecture (Wang et al., 2018, "High-Resolution Image Synthesis and Semantic Manipulation with
 Conditional GANs"):
@@ -18,7 +17,7 @@ Conditional GANs"):
   layout average-pooled ``2**n_local_enhancers`` times, as in pix2pixHD.
 * Coarse-to-fine schedule: ``stage='global'`` runs G1 alone (its own RGB head) on the downsampled
   layout, for training it first at the lower resolution; ``stage='full'`` runs everything (G1's RGB
-  head is then unused). The trainer freezes :meth:`Generator.global_parameters` for
+  head is then unused). The trainer freezes the global net (:meth:`Generator.freeze_global`) for
   ``fix_global_steps`` after switching to ``'full'``.
 
 Differences from pix2pixHD, on purpose:
@@ -150,7 +149,7 @@ class GlobalGenerator(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
-                 n_blocks: int = 9, text_dim: int = 0, norm: str = "instance", padding: str = "reflect",
+                 n_blocks: int = 6, text_dim: int = 0, norm: str = "instance", padding: str = "reflect",
                  upsample: str = "nearest", layout_skips: bool = False, conditioning: str = "input",
                  spade_hidden: int = 32, style_channels: int = 0, scale_below_full: int = 0):
         super().__init__()
@@ -300,11 +299,9 @@ class Generator(nn.Module):
         """Input height and width must be multiples of this."""
         return 2 ** (self.n_downsample + self.n_local_enhancers)
 
-    def global_parameters(self):
-        return self.global_net.parameters()
-
-    def local_parameters(self):
-        return self.enhancers.parameters()
+    def freeze_global(self, frozen: bool) -> None:
+        """Hold the global net fixed (pix2pixHD's ``niter_fix_global``: the enhancers train alone) or release it."""
+        self.global_net.requires_grad_(not frozen)
 
     def modulation_channels(self, point: str, stage: str = "full") -> int:
         """Channels of the features at a :data:`MODULATION_POINTS` name (what a modulation sees)."""

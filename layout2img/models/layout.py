@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .losses import box_loss, mask_loss
 
 
 # -- prediction ------------------------------------------------------------------------------
@@ -86,8 +87,20 @@ class LayoutPredictor(nn.Module):
         mask_logits = self.mask_net(obj_vecs[:, :, None, None]).squeeze(1)
         return boxes, mask_logits
 
+    @staticmethod
+    def losses(boxes_pred: torch.Tensor, mask_logits: torch.Tensor, gt_boxes: torch.Tensor,
+               gt_masks: torch.Tensor | None, objs: torch.Tensor, lambda_box: float = 1.0,
+               lambda_mask: float = 1.0) -> dict[str, torch.Tensor]:
+        """Weighted ``box`` (smooth L1) and ``mask`` (BCE, with ``gt_masks``) losses of a forward
+        pass over the objects but ``__image__`` (``objs`` 0); a weight of 0 drops its term."""
+        keep, out = objs != 0, {}
+        if lambda_box > 0:
+            out["box"] = lambda_box * box_loss(boxes_pred[keep], gt_boxes[keep])
+        if gt_masks is not None and lambda_mask > 0:
+            out["mask"] = lambda_mask * mask_loss(mask_logits[keep], gt_masks[keep])
+        return out
 
-# -- placing masks -----------------------------------------------------------------------------
+
 def _size_hw(size) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size

@@ -30,8 +30,8 @@ from torch import nn
 from ..config import to_container
 from ..errors import CheckpointError, ConfigError
 from ..io import CONFIG_FILE, PretrainedMixin, check_state
-from .clip_models import (DEFAULT_DOMAIN_CLIP, LOAD_ALTERNATIVES, OPENAI_MEAN, OPENAI_STD, build_clip, one_line,
-                          open_clip_module, read_state_dict)
+from .clip_models import (DEFAULT_DOMAIN_CLIP, LOAD_ALTERNATIVES, OPENAI_MEAN, OPENAI_STD, build_clip,
+                          check_model_name, load_clip_file, one_line, open_clip_module)
 
 #: Object crops are their box grown by this share of its size on each side, wherever a crop meets
 #: a CLIP text: domain-CLIP training, the GAN's CLIP loss, editing.
@@ -307,13 +307,7 @@ class TextEncoder(PretrainedMixin, nn.Module):
                                   "(e.g. ViT-B-32/openai); " + LOAD_ALTERNATIVES)
         label = f"{name}/{tag}" if tag else name
         if tag is not None:
-            if name not in open_clip.list_models():
-                import difflib
-
-                close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"text_encoder: {spec}: no such CLIP folder or file, and {name!r} is not an "
-                                  f"open_clip model{hint}")
+            check_model_name(name, f"{spec}: no such CLIP folder or file, and {name!r} is not an open_clip model")
             tags = open_clip.list_pretrained_tags_by_model(name)
             if tag not in tags:
                 raise ConfigError(f"text_encoder: {name} has no pretrained tag {tag!r} "
@@ -345,22 +339,8 @@ class TextEncoder(PretrainedMixin, nn.Module):
         if not model_name:
             raise ConfigError(f"text_encoder: {path}: name the checkpoint's open_clip architecture, "
                               f"e.g. 'ViT-B-32={path}' (or model_name=...)")
-        if model_name not in open_clip.list_models():
-            import difflib
-
-            close = difflib.get_close_matches(model_name, open_clip.list_models(), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"text_encoder: unknown open_clip model {model_name!r}{hint}")
-        model = open_clip.create_model(model_name, pretrained=None, device="cpu")
-        state = read_state_dict(path)
-        try:
-            if "logit_scale" in state and state["logit_scale"].dim() != model.logit_scale.dim():
-                state["logit_scale"] = state["logit_scale"].reshape(model.logit_scale.shape)
-            open_clip.model.resize_pos_embed(state, model)  # as open_clip's loader does
-            open_clip.model.resize_text_pos_embed(state, model)
-            model.load_state_dict(state, strict=True)
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: does not fit open_clip model {model_name}: {one_line(e)}") from None
+        check_model_name(model_name, f"unknown open_clip model {model_name!r}")
+        model = load_clip_file(path, model_name)
         pp = open_clip.get_model_preprocess_cfg(model)
         enc = cls(model, open_clip.get_tokenizer(model_name), name=f"{model_name}={path}",
                   image_size=pp.get("size", model.visual.image_size), image_mean=pp.get("mean", OPENAI_MEAN),

@@ -1,4 +1,4 @@
-"""How a :class:`~layout2img.pipeline.SceneGraphToImage` is saved: its :class:`PretrainedMixin` hooks.
+"""How a :class:`~layout2img.pipeline.SceneGraphToImage` is saved: what its :class:`PretrainedMixin` hooks call.
 
 A checkpoint folder holds ``config.json`` (the constructor's arguments but the vocabulary, plus
 the text encoder's spec and weight fingerprint), ``model.safetensors``, ``vocab.json`` and, for a
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ..errors import CheckpointError
-from ..io import PretrainedMixin, atomic_write_text, read_json
+from ..io import atomic_write_text, read_json
 from ..vocab import Vocab
 from .text import resolve_text_encoder_spec
 
@@ -36,71 +36,71 @@ def with_later_tensors(state: dict[str, Any], expected: dict[str, Any]) -> dict[
     return {**state, **missing} if missing else state
 
 
-class SceneGraphCheckpointMixin(PretrainedMixin):
-    """The save / load hooks of :class:`~layout2img.pipeline.SceneGraphToImage` (which provides
-    ``config``, ``vocab``, ``text_encoder``, ``set_text_encoder`` and ``from_config``)."""
+#: The :class:`~layout2img.io.PretrainedMixin` class settings of a SceneGraphToImage folder.
+MODEL_CLASS = "SceneGraphToImage"
+#: 1: layout2img 0.1 folders (no key); 2: may bundle the text encoder in ``text_encoder/``.
+FORMAT_VERSION = 2
+EXTRA_FILES = (VOCAB_FILE,)
 
-    MODEL_CLASS = "SceneGraphToImage"
-    #: 1: layout2img 0.1 folders (no key); 2: may bundle the text encoder in ``text_encoder/``.
-    FORMAT_VERSION = 2
-    FOLDER_KIND = "checkpoint folder"
-    EXTRA_FILES = (VOCAB_FILE,)
 
-    def _bundles_text_encoder(self) -> bool:
-        # a domain CLIP is saved with the model; a tag or file encoder stays named by its spec
-        encoder = self.text_encoder
-        return encoder is not None and encoder.source.get("kind") == "domain"
+def bundles_text_encoder(model) -> bool:
+    """Whether ``model``'s text encoder is saved with it: a domain CLIP is; a tag or file encoder
+    stays named by its spec."""
+    encoder = model.text_encoder
+    return encoder is not None and encoder.source.get("kind") == "domain"
 
-    def pretrained_config(self) -> dict[str, Any]:
-        config = {k: v for k, v in self.config.items() if k != "vocab"}
-        if self.text_encoder is not None:
-            config["text_encoder_fingerprint"] = self.text_encoder.fingerprint()
-        if self._bundles_text_encoder():
-            config["text_encoder_folder"] = TEXT_ENCODER_FOLDER
-        return config
 
-    def save_extra_files(self, folder: Path) -> None:
-        atomic_write_text(folder / VOCAB_FILE, json.dumps(self.vocab.to_dict(), indent=1) + "\n")
-        if self._bundles_text_encoder():
-            encoder = self.text_encoder
-            encoder.save_pretrained(folder / TEXT_ENCODER_FOLDER, encoder.metadata)
+def checkpoint_config(model) -> dict[str, Any]:
+    """What ``config.json`` records: the constructor's arguments but the vocabulary, and the text
+    encoder's fingerprint (and its folder, when bundled)."""
+    config = {k: v for k, v in model.config.items() if k != "vocab"}
+    if model.text_encoder is not None:
+        config["text_encoder_fingerprint"] = model.text_encoder.fingerprint()
+    if bundles_text_encoder(model):
+        config["text_encoder_folder"] = TEXT_ENCODER_FOLDER
+    return config
 
-    def load_pretrained_state(self, state: dict[str, Any], where: Path) -> None:
-        super().load_pretrained_state(with_later_tensors(state, self.state_dict()), where)  # type: ignore[misc]
 
-    @classmethod
-    def from_pretrained_config(cls, config: dict[str, Any], folder: Path) -> "SceneGraphCheckpointMixin":
-        """The model ``config.json`` describes, with its text encoder: the bundled one in
-        ``text_encoder/``, else the one its spec names (a relative path is also looked up beside
-        the checkpoint); either must have the fingerprint the model was saved with."""
-        from ..models.text import TextEncoder
+def save_checkpoint_files(model, folder: Path) -> None:
+    """The files beside the weights: ``vocab.json`` and a bundled text encoder."""
+    atomic_write_text(folder / VOCAB_FILE, json.dumps(model.vocab.to_dict(), indent=1) + "\n")
+    if bundles_text_encoder(model):
+        encoder = model.text_encoder
+        encoder.save_pretrained(folder / TEXT_ENCODER_FOLDER, encoder.metadata)
 
-        config = dict(config)
-        expected = config.pop("text_encoder_fingerprint", None)
-        bundled = config.pop("text_encoder_folder", None)
-        spec = config.get("text_encoder")
-        vocab = Vocab.from_dict(read_json(folder / VOCAB_FILE, "vocabulary", CheckpointError))
-        encoder, where = None, None
-        if bundled is not None:
-            if bundled != TEXT_ENCODER_FOLDER:
-                raise CheckpointError(f"{folder / 'config.json'}: text_encoder_folder must be "
-                                      f"{TEXT_ENCODER_FOLDER!r}, got {bundled!r}")
-            where = folder / TEXT_ENCODER_FOLDER
-            encoder = TextEncoder.from_pretrained(where)
-            config["text_encoder"] = None
-        elif isinstance(spec, str):
-            config["text_encoder"] = resolve_text_encoder_spec(spec, [folder.resolve(), *folder.resolve().parents])
-        model = cls.from_config({**config, "vocab": vocab.to_dict()})
-        if encoder is not None:
-            model.set_text_encoder(encoder)
-        if isinstance(spec, str):
-            model.config["text_encoder"] = spec  # saved again as written, not as resolved here
-        found = model.text_encoder.fingerprint() if expected and model.text_encoder is not None else expected
-        if found != expected:
-            if where is not None:
-                raise CheckpointError(f"{where}: the bundled text encoder's weights ({found}) are not the ones "
-                                      f"this model was trained with ({expected})")
-            raise CheckpointError(f"{folder}: text encoder {spec!r} is not the CLIP this model was trained with "
-                                  f"(weights {found}, expected {expected}); point text_encoder in "
-                                  f"{folder / 'config.json'} at that CLIP")
-        return model
+
+def model_from_checkpoint_config(build: Callable[[dict[str, Any]], Any], config: dict[str, Any], folder: Path):
+    """The model ``config.json`` describes (``build``: config dict -> model), with its text encoder:
+    the bundled one in ``text_encoder/``, else the one its spec names (a relative path is also
+    looked up beside the checkpoint); either must have the fingerprint the model was saved with."""
+    from ..models.text import TextEncoder
+
+    config = dict(config)
+    expected = config.pop("text_encoder_fingerprint", None)
+    bundled = config.pop("text_encoder_folder", None)
+    spec = config.get("text_encoder")
+    vocab = Vocab.from_dict(read_json(folder / VOCAB_FILE, "vocabulary", CheckpointError))
+    encoder, where = None, None
+    if bundled is not None:
+        if bundled != TEXT_ENCODER_FOLDER:
+            raise CheckpointError(f"{folder / 'config.json'}: text_encoder_folder must be "
+                                  f"{TEXT_ENCODER_FOLDER!r}, got {bundled!r}")
+        where = folder / TEXT_ENCODER_FOLDER
+        encoder = TextEncoder.from_pretrained(where)
+        config["text_encoder"] = None
+    elif isinstance(spec, str):
+        config["text_encoder"] = resolve_text_encoder_spec(spec, [folder.resolve(), *folder.resolve().parents])
+    model = build({**config, "vocab": vocab.to_dict()})
+    if encoder is not None:
+        model.set_text_encoder(encoder)
+    if isinstance(spec, str):
+        model.config["text_encoder"] = spec  # saved again as written, not as resolved here
+    found = model.text_encoder.fingerprint() if expected and model.text_encoder is not None else expected
+    if found != expected:
+        if where is not None:
+            raise CheckpointError(f"{where}: the bundled text encoder's weights ({found}) are not the ones "
+                                  f"this model was trained with ({expected})")
+        raise CheckpointError(f"{folder}: text encoder {spec!r} is not the CLIP this model was trained with "
+                              f"(weights {found}, expected {expected}); point text_encoder in "
+                              f"{folder / 'config.json'} at that CLIP")
+    return model

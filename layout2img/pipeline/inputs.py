@@ -1,12 +1,93 @@
-"""What ``generate`` accepts, checked: scene graphs, captions and fixed style codes."""
+"""What ``generate`` and ``predict_layout`` accept, checked once: :func:`check_inputs` turns the
+arguments into a :class:`GenerationRequest` (graphs as items, captions applied, the style source
+resolved, style codes packed), and nothing after it checks them again."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..config import STYLE_CHOICES
 from ..errors import ConfigError, DataError, GraphError
 from ..vocab import Vocab
+
+
+@dataclass
+class GenerationRequest:
+    """The checked arguments of ``generate`` / ``predict_layout``."""
+
+    items: list[dict]  # one dataset item per graph, its caption replaced by ``text`` where given
+    num_samples: int
+    seed: int  # the style codes' seed
+    layout_seed: int  # the layout sampler's seed
+    style_source: str  # 'cluster' or 'sample'
+    style_codes: torch.Tensor | None  # rows following the packed batch, or None
+    refine: bool
+    pinned: Any = None
+
+
+def resolve_style_source(model, style: str | None = "auto", checkpoint: Any = None) -> str:
+    """A user's style choice (:data:`STYLE_CHOICES`; None = ``auto``) -> the pipeline's
+    ``style_source``: ``auto`` is the fitted style clusters when the model has them, else sampled.
+    ConfigError for ``cluster`` without fitted clusters (``checkpoint`` goes into the hint to run
+    ``layout2img fit-styles``)."""
+    style = "auto" if style is None else style
+    if style not in STYLE_CHOICES:
+        raise ConfigError(f"style {style!r}: expected one of {', '.join(STYLE_CHOICES)}")
+    fitted = model.style_clusters is not None and model.style_clusters.fitted
+    if style == "auto":
+        return "cluster" if fitted else "sample"
+    if style == "cluster" and not fitted:
+        if model.style_dim == 0:
+            raise ConfigError("style cluster: this model has no style codes (style_dim 0), so no style clusters")
+        where = checkpoint if checkpoint is not None else model.pretrained_folder or "DIR"
+        raise ConfigError(f"style cluster: this model's style clusters are not fitted; run "
+                          f"`layout2img fit-styles --checkpoint {where}` first (or use style sample)")
+    return style
+
+
+#: Where :meth:`SceneGraphToImage.forward` takes the layout and the style codes from.
+LAYOUT_SOURCES = ("gt", "pred")
+STYLE_SOURCES = ("encode", "sample", "cluster")
+
+
+def check_sources(layout_source: str, style_source: str) -> None:
+    """ConfigError unless ``layout_source`` / ``style_source`` are :data:`LAYOUT_SOURCES` / :data:`STYLE_SOURCES`."""
+    if layout_source not in LAYOUT_SOURCES:
+        raise ConfigError(f"layout_source: unknown value {layout_source!r} ({' or '.join(LAYOUT_SOURCES)})")
+    if style_source not in STYLE_SOURCES:
+        raise ConfigError(f"style_source: unknown value {style_source!r} ({', '.join(STYLE_SOURCES)})")
+
+
+def _check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        kind = "a positive integer" if minimum == 1 else "an integer"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    return value
+
+
+def check_inputs(model, graphs: Any, seed: int = 0, num_samples: int = 1, text: Any = None,
+                 style_source: str | None = None, style_codes: Any = None, layout_seed: int | None = None,
+                 refine: bool | None = None, pinned: Any = None) -> GenerationRequest:
+    """Every argument of ``generate`` / ``predict_layout`` checked once, with one-line errors
+    naming the argument (see :meth:`SceneGraphToImage.generate` for their meaning)."""
+    if text is not None and model.text_encoder is None:
+        raise ConfigError("text given, but this model has no text encoder "
+                          f"(text_dim={model.text_dim}); text guidance needs a model trained with one")
+    num_samples = _check_int("num_samples", num_samples, 1)
+    seed = _check_int("seed", seed)
+    layout_seed = seed if layout_seed is None else _check_int("layout_seed", layout_seed)
+    items = graph_items(graphs, model.vocab)
+    if text is not None:
+        items = with_captions(items, text)
+    source = resolve_style_source(model, style_source) if style_source != "encode" else None
+    if source is None:
+        raise ConfigError("style_source 'encode' needs the real images: use forward() on a dataset batch")
+    if style_codes is not None:
+        style_codes = pack_style_codes(style_codes, items, num_samples, model.style_dim)
+    refine = model.refines_by_default if refine is None else bool(refine)
+    return GenerationRequest(items, num_samples, seed, layout_seed, source, style_codes, refine, pinned)
 
 
 def graph_items(graphs: Any, vocab: Vocab) -> list[dict]:

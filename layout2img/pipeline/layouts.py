@@ -4,25 +4,25 @@
 layout per graph) or ``sampler`` (:class:`LayoutSampler`, one layout per seed). The sampler's
 draws follow a *layout seed*: each graph takes one noise block per sample from its own
 ``torch.Generator().manual_seed(layout_seed)`` (:func:`layout_noise`), so a graph's layout does not
-depend on the batch it is drawn in, nor on the seed of its style codes. :class:`LayoutMixin` gives
-:class:`~layout2img.pipeline.SceneGraphToImage` the layout step of its forward pass and
-``predict_layout``.
+depend on the batch it is drawn in, nor on the seed of its style codes. :class:`LayoutStage` is the
+layout step :class:`~layout2img.pipeline.SceneGraphToImage` holds: boxes, masks, refinement,
+composition and the layout net's losses.
 """
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..data.batch import Batch, collate
-from ..errors import ConfigError, GraphError
+from ..errors import ConfigError, DataError, GraphError
 from ..graph_validation import box_problem
-from ..models.layout import LayoutPredictor
+from ..models.layout import LayoutGeometry, LayoutPredictor, compose
 from ..models.layout_relations import mask_centre_fractions, refine_boxes, relation_hinge, thing_pairs
 from ..models.layout_sampler import LayoutSampler, sample_known_mask
-from .inputs import with_captions
 
 PREDICTORS = ("regression", "sampler")
 PLACEMENTS = ("sequential", "joint")
@@ -91,21 +91,33 @@ def pin_boxes(batch: Batch, pinned: Any, num_objects: Sequence[int], num_samples
     return dataclasses.replace(batch, boxes=boxes, boxes_known=known)
 
 
-class LayoutMixin:
-    """The layout step of :class:`~layout2img.pipeline.SceneGraphToImage` and ``predict_layout``."""
+class LayoutStage:
+    """The layout step of :class:`~layout2img.pipeline.SceneGraphToImage`: object vectors -> boxes
+    and masks (predicted, pinned, refined) -> the composed geometry, and the layout net's losses.
 
-    layout_predictor: nn.Module
+    A plain object the model holds beside its modules: ``predictor`` is the model's registered
+    ``layout_predictor`` (so checkpoints keep their keys) and ``config`` its ``config['layout']``.
+    """
+
+    def __init__(self, predictor: nn.Module, config: dict[str, Any], vocab, image_size: int, pooling: str):
+        self.predictor, self.config, self.vocab = predictor, config, vocab
+        self.image_size, self.pooling = image_size, pooling
 
     @property
     def samples_layouts(self) -> bool:
         """Whether the layout net draws a layout per seed (``layout.predictor: sampler``)."""
-        return isinstance(self.layout_predictor, LayoutSampler)
+        return isinstance(self.predictor, LayoutSampler)
 
     @property
     def refines_by_default(self) -> bool:
         """Whether ``generate`` / ``predict_layout`` refine unless told: when ``layout.refine_steps`` > 0
         (either predictor: a regressed layout breaks relations and piles things up too)."""
-        return self.config["layout"]["refine_steps"] > 0
+        return self.config["refine_steps"] > 0
+
+    def noise(self, items: Sequence[dict], num_samples: int, seed: int, device=None) -> torch.Tensor | None:
+        """The sampler's draws for ``num_samples`` copies of each item (:func:`layout_noise`); None
+        for the regression."""
+        return layout_noise(self.predictor, items, num_samples, seed, device) if self.samples_layouts else None
 
     def predict_boxes(self, batch: Batch, obj_vecs: torch.Tensor, training_pass: bool = False,
                       keep_known_boxes: bool = True, generator: torch.Generator | None = None,
@@ -115,17 +127,17 @@ class LayoutMixin:
         ``keep_known_boxes``: the batch's known boxes are pinned (the sampler places the others
         around them); else every box is predicted. ``training_pass`` (the sampler): latents from
         the posterior of ``batch.boxes`` with a random subset pinned (:func:`sample_known_mask`),
-        for :meth:`LayoutSampler.losses`. ``noise`` (O, z_dim + 1): the sampler's draws (None: from
+        for :meth:`losses`. ``noise`` (O, z_dim + 1): the sampler's draws (None: from
         ``generator``). ``refine``: projected gradient steps on the free boxes lowering the broken
         relations (``layout.refine_steps``; pinned boxes and ``__image__`` stay).
         """
-        net, lay = self.layout_predictor, self.config["layout"]
+        net, lay = self.predictor, self.config
         known = batch.boxes_known if keep_known_boxes else torch.zeros_like(batch.boxes_known)
         if not self.samples_layouts:
             boxes, mask_logits = net(obj_vecs)
             if refine:
                 pinned = torch.where(known[:, None], batch.boxes.to(boxes.dtype), boxes)
-                boxes = self._refined(batch, pinned, known | (batch.objs == 0), mask_logits)
+                boxes = self.refined(batch, pinned, known | (batch.objs == 0), mask_logits)
             return boxes, mask_logits, None
         if training_pass:
             pins = sample_known_mask(batch.obj_to_img, float(lay["known_fraction"]), generator)
@@ -137,7 +149,7 @@ class LayoutMixin:
         boxes, mask_logits = sample.boxes, sample.mask_logits
         if refine and not bool(sample.known.all()):
             for _ in range(REFINE_ROUNDS):
-                boxes = self._refined(batch, boxes, sample.known, mask_logits)
+                boxes = self.refined(batch, boxes, sample.known, mask_logits)
                 # the masks of the refined boxes (what the sampler gives the graph with these boxes
                 # written in) move the centroids the relations are judged on: check, repeat if broken
                 mask_logits = net.masks_for(obj_vecs, batch.triples, boxes)
@@ -147,58 +159,81 @@ class LayoutMixin:
                     break
         return boxes, mask_logits, sample
 
-    def _refined(self, batch: Batch, boxes: torch.Tensor, fixed: torch.Tensor, mask_logits: torch.Tensor):
-        layout, names = self.config["layout"], self.vocab.predicate_names
+    def refined(self, batch: Batch, boxes: torch.Tensor, fixed: torch.Tensor, mask_logits: torch.Tensor):
+        """``boxes`` after ``layout.refine_steps`` relation-repair steps; ``fixed`` rows stay."""
+        names = self.vocab.predicate_names
         apart = thing_pairs(batch.objs, batch.obj_to_img, batch.triples, names, self.vocab.num_things)
         return refine_boxes(boxes, batch.triples, names, fixed=fixed, mask_probs=torch.sigmoid(mask_logits.float()),
-                            steps=layout["refine_steps"], apart=apart, max_iou=float(layout["refine_max_iou"]))
+                            steps=self.config["refine_steps"], apart=apart,
+                            max_iou=float(self.config["refine_max_iou"]))
 
-    def layout_batch(self, graphs: Any, seed: int, num_samples: int, pinned: Any = None, text: Any = None):
-        """(packed batch on the model's device, per-graph items, layout noise or None) of ``graphs``,
-        ``num_samples`` consecutive copies of each, ``pinned`` boxes applied (see ``predict_layout``)."""
-        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-            raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
-        if text is not None and self.text_encoder is None:
-            raise ConfigError(f"text given, but this model has no text encoder (text_dim={self.text_dim})")
-        per_graph = self.graph_items(graphs)
-        if text is not None:
-            per_graph = with_captions(per_graph, text)
-        batch = collate([it for it in per_graph for _ in range(num_samples)])
-        if pinned is not None:
-            batch = pin_boxes(batch, pinned, [it["objs"].numel() - 1 for it in per_graph], num_samples)
-        noise = layout_noise(self.layout_predictor, per_graph, num_samples, seed, self.device) \
-            if self.samples_layouts else None
-        return batch.to(self.device), per_graph, noise
+    def geometry_inputs(self, batch: Batch, boxes_pred: torch.Tensor, mask_logits: torch.Tensor,
+                        layout_source: str, keep_known_boxes: bool = True):
+        """The ``(boxes, mask probabilities)`` a layout is built from: the batch's (``'gt'``; masks
+        predicted where it has none or with ``use_gt_masks`` off) or the predicted ones with the
+        known boxes kept (``'pred'``)."""
+        if layout_source == "gt":
+            if not bool(batch.boxes_known.all()):
+                missing = int((~batch.boxes_known).nonzero()[0])
+                raise DataError(f"layout_source='gt' needs every box; object {missing} of the batch has none")
+            boxes = batch.boxes.float()
+        elif keep_known_boxes:
+            boxes = torch.where(batch.boxes_known[:, None], batch.boxes.float(), boxes_pred.float())
+        else:
+            boxes = boxes_pred.float()
+        if layout_source == "gt" and batch.masks is not None and self.config["use_gt_masks"]:
+            masks = batch.masks.float()
+        else:
+            masks = torch.sigmoid(mask_logits.float())
+        return boxes, masks
 
-    @torch.no_grad()
-    def predict_layout(self, graphs: Any, seed: int = 0, refine: bool | None = None, num_samples: int = 1,
-                       pinned: Any = None, text: Any = None) -> list[dict[str, torch.Tensor]]:
-        """Each graph's layout without drawing an image: ``len(graphs) * num_samples`` dicts
-        ``{"boxes": (N, 4), "masks": (N, M, M)}`` (N: the graph's objects; mask probabilities),
-        the samples of one graph consecutive, exactly the layouts ``generate(graphs, seed=...,
-        layout_seed=seed, num_samples=..., refine=refine)`` draws.
+    def compose(self, batch: Batch, boxes: torch.Tensor, masks: torch.Tensor,
+                stuff_classes: torch.Tensor | None) -> LayoutGeometry:
+        """The objects painted into the image plane (``stuff_classes`` under the things, when given)."""
+        # float32 even under autocast: box placement should not be rounded to bf16
+        with full_precision(boxes.device):
+            return compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images, self.image_size,
+                           objs=batch.objs, stuff_classes=stuff_classes, skip=batch.objs == 0,
+                           pooling=self.pooling)  # __image__ is never drawn
 
-        ``graphs`` as :meth:`generate`. The sampler draws sample k of a graph from the k-th noise
-        block of ``torch.Generator().manual_seed(seed)`` (whatever the batch); the regression has
-        one layout per graph. Boxes in a graph, and ``pinned`` (per graph None or one box or None
-        per object) stay exactly. ``refine`` (None: the model's default, :attr:`refines_by_default`)
-        repairs broken relations of the free boxes (``layout.refine_steps`` steps). ``text``: the
-        captions ``generate`` would take (they reach the objects they name).
-        """
-        batch, per_graph, noise = self.layout_batch(graphs, seed, num_samples, pinned, text)
-        refine = self.refines_by_default if refine is None else bool(refine)
-        was_training = self.training
-        self.eval()
-        try:
-            texts = self.encode_texts(batch).as_kwargs() if self.text_encoder is not None else {}
-            obj_vecs = self.object_vectors(batch, **texts)
-            boxes, mask_logits, _ = self.predict_boxes(batch, obj_vecs, noise=noise, refine=refine)
-        finally:
-            self.train(was_training)
-        boxes = torch.where(batch.boxes_known[:, None], batch.boxes.float(), boxes.float())
-        masks = torch.sigmoid(mask_logits.float())
-        out = []
-        for i in range(batch.num_images):
-            rows = batch.objects_of(i)[:-1]  # __image__ is each item's last object
-            out.append({"boxes": boxes[rows].cpu(), "masks": masks[rows].cpu()})
-        return out
+    def losses(self, out, batch: Batch, weights) -> dict[str, torch.Tensor]:
+        """The layout net's weighted training losses for a forward pass ``out`` on ``batch``
+        (``weights``: the ``loss`` config section): box and mask regression, and for the sampler
+        its KL and relation terms too (:meth:`LayoutSampler.losses`)."""
+        w = weights
+        if out.layout_sample is not None:
+            return self.predictor.losses(
+                out.layout_sample, batch.boxes, batch.triples, self.vocab.predicate_names, gt_masks=batch.masks,
+                objs=batch.objs, beta=w.lambda_layout_kl, lambda_prior=w.lambda_layout_prior, lambda_box=w.lambda_box,
+                lambda_relation=w.lambda_layout_relation, lambda_mask=w.lambda_mask)
+        return self.predictor.losses(out.boxes_pred, out.mask_logits, batch.boxes, batch.masks, batch.objs,
+                                     lambda_box=w.lambda_box, lambda_mask=w.lambda_mask)
+
+
+def packed_batch(request, stage: LayoutStage, device) -> tuple[Batch, torch.Tensor | None]:
+    """(packed batch on ``device``, layout noise or None) of a checked
+    :class:`~layout2img.pipeline.inputs.GenerationRequest`: ``num_samples`` consecutive copies of
+    each graph, its pinned boxes applied."""
+    batch = collate([it for it in request.items for _ in range(request.num_samples)])
+    if request.pinned is not None:
+        batch = pin_boxes(batch, request.pinned, [it["objs"].numel() - 1 for it in request.items], request.num_samples)
+    return batch.to(device), stage.noise(request.items, request.num_samples, request.layout_seed, device)
+
+
+def per_image_layouts(batch: Batch, boxes: torch.Tensor, mask_logits: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """One ``{"boxes": (N, 4), "masks": (N, M, M)}`` per image (known boxes as given, mask
+    probabilities, ``__image__`` left out), on the CPU."""
+    boxes = torch.where(batch.boxes_known[:, None], batch.boxes.float(), boxes.float())
+    masks = torch.sigmoid(mask_logits.float())
+    out = []
+    for i in range(batch.num_images):
+        rows = batch.objects_of(i)[:-1]  # __image__ is each item's last object
+        out.append({"boxes": boxes[rows].cpu(), "masks": masks[rows].cpu()})
+    return out
+
+
+def full_precision(device: torch.device):
+    """Autocast switched off (where autocast exists for the device)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()

@@ -1,71 +1,52 @@
 """SceneGraphToImage: the whole model, from packed scene graphs to images.
 
-    graph ─► GraphEncoder ─► object vectors ─► LayoutPredictor or LayoutSampler ─► boxes + masks
+    graph ─► GraphEncoder ─► object vectors ─► LayoutStage (boxes + masks, composed)
           ─► build_layout (class channels ⊕ instance edges ⊕ style map) ─► Generator ─► image
 
 The constructor takes plain JSON-serialisable keyword arguments (stored, completed with the
 defaults, as ``self.config``), so a model is fully described by ``config.json`` and rebuilt by
-``SceneGraphToImage(**config)``. ``save_pretrained`` / ``from_pretrained``
-(:class:`~layout2img.io.PretrainedMixin`) write and read a folder with ``config.json``,
-``model.safetensors``, ``vocab.json`` and, for a text model, its text encoder in ``text_encoder/``
-(no pickle anywhere).
-
-Usage::
+``SceneGraphToImage(**config)``; ``save_pretrained`` / ``from_pretrained`` write and read that
+folder (:mod:`.checkpoint`; no pickle anywhere)::
 
     model = SceneGraphToImage.from_pretrained("runs/shapes_64/checkpoints/latest")
     images = model.generate([{"objects": ["circle", "sky", "grass"],
                               "relationships": [[0, "above", 2]]}], seed=0)   # (1, 3, 64, 64)
 
-Layouts (``layout.predictor``, :mod:`.layouts`): the regression draws one layout per graph; the
-sampler one per *layout seed* (``generate(..., layout_seed=s)``, default the image seed), placing
-free boxes around the given ones and, by default, refining broken relations.
-:meth:`SceneGraphToImage.predict_layout` returns the boxes and masks alone; writing them into the
-graph and generating with the same seed reproduces the image.
-
-Text (``text_dim > 0``): a caption embedding drives FiLM in the generator's residual blocks
-(the identity for images without a caption), per-object description embeddings enter the graph
-encoder and, with ``style_dim > 0``, a small :class:`TextStylePrior` that maps an object's text
-to the distribution of its style code (a learned conditional prior, so "a green circle" is drawn
-green). ``text_encoder`` (a :meth:`TextEncoder.load` spec) makes the model encode
-``batch.captions`` / ``batch.descriptions`` itself (:meth:`SceneGraphToImage.encode_texts`); the
-encoder is frozen, held outside the model's parameters (``pipeline/text.py``), and saved beside
-the weights in ``text_encoder/`` when it is a domain CLIP (``config.json`` keeps its spec and
-fingerprint), so the checkpoint works after the CLIP folder is moved.
-
-:meth:`SceneGraphToImage.render` is the rendering hook editing uses: a built layout, given style
-codes and caption, and feature modulation at :data:`Generator.MODULATION_POINTS`.
+Layouts: :class:`~.layouts.LayoutStage` (one layout per graph from the regression, one per
+*layout seed* from the sampler). Text (``text_dim > 0``): :class:`~.text_conditioner.TextConditioner`
+(FiLM's caption embedding, the objects' description embeddings in the graph encoder, and the
+text style prior that maps an object's text to its style code's distribution).
+:meth:`SceneGraphToImage.render` is the rendering hook editing uses.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..config import to_container
 from ..data.batch import Batch
 from ..errors import ConfigError, DataError
+from ..io import PretrainedMixin
 from ..models.encoder import AppearanceEncoder, StyleClusters
 from ..models.gcn import GraphEncoder
 from ..models.generator import Generator
-from ..models.layout import LayoutTensors, build_layout, compose, layout_channels
+from ..models.layout import LayoutTensors, build_layout, layout_channels
 from ..models.text_prior import TextStylePrior
-from .checkpoint import SceneGraphCheckpointMixin
-from .inputs import check_style_codes, graph_items, pack_style_codes
-from .layouts import LayoutMixin, build_layout_predictor
-from .model_config import SECTION_DEFAULTS, check_section, make_vocab, model_kwargs
-from .outputs import ModelOutput
-from .text import TextConditioningMixin, load_text_encoder
+from . import checkpoint
+from .inputs import check_inputs, check_sources, check_style_codes
+from .layouts import LayoutStage, build_layout_predictor, full_precision, packed_batch, per_image_layouts
+from .model_config import make_vocab, model_config, model_kwargs, with_saved_defaults
+from .outputs import ModelOutput, TextInputs
+from .text import load_text_encoder
+from .styles import draw_style_codes, encode_style_codes
+from .text_conditioner import TextConditioner
 
-LAYOUT_SOURCES = ("gt", "pred")
-STYLE_SOURCES = ("encode", "sample", "cluster")
 
-
-class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpointMixin, nn.Module):
+class SceneGraphToImage(PretrainedMixin, nn.Module):
     """Scene graph -> layout -> image (see the module doc).
 
     Arguments (all JSON-serialisable): ``vocab`` (a name such as ``'shapes'``, a vocab.json
@@ -76,43 +57,37 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
     folder, ``ARCH=FILE``, ``NAME/TAG`` - whose ``embed_dim`` must equal ``text_dim``), and the
     sections ``gcn``, ``layout``, ``generator``, ``encoder``, ``clusters`` whose keys and defaults
     are :data:`SECTION_DEFAULTS`.
+
+    Its stages are objects it holds: :attr:`layout_stage` (:class:`LayoutStage`: boxes, masks,
+    refinement, composition, the layout losses) and :attr:`text_conditioner`
+    (:class:`TextConditioner`: the text encoder, encoded texts, the text style prior).
     """
 
-    def __init__(self, vocab: Any = "shapes", image_size: int = 64, gcn: Mapping | None = None,
+    MODEL_CLASS, FORMAT_VERSION, EXTRA_FILES = checkpoint.MODEL_CLASS, checkpoint.FORMAT_VERSION, checkpoint.EXTRA_FILES
+
+    def __init__(self, vocab: Any = "shapes", image_size: int | None = None, gcn: Mapping | None = None,
                  layout: Mapping | None = None, generator: Mapping | None = None, encoder: Mapping | None = None,
-                 clusters: Mapping | None = None, style_dim: int = 8, class_embed_dim: int = 0, text_dim: int = 0,
-                 text_encoder: str | None = None):
+                 clusters: Mapping | None = None, style_dim: int | None = None, class_embed_dim: int | None = None,
+                 text_dim: int | None = None, text_encoder: str | None = None):
         super().__init__()
         vocab = make_vocab(vocab)
-        sections = {name: check_section(name, value, SECTION_DEFAULTS[name])
-                    for name, value in (("gcn", gcn), ("layout", layout), ("generator", generator),
-                                        ("encoder", encoder), ("clusters", clusters))}
-        for key, value in (("image_size", image_size), ("style_dim", style_dim),
-                           ("class_embed_dim", class_embed_dim), ("text_dim", text_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "image_size" else 0):
-                raise ConfigError(f"model.{key}: expected a {'positive' if key == 'image_size' else 'non-negative'} "
-                                  f"integer, got {value!r}")
-        text_encoder = to_container(text_encoder)
-        if text_encoder is not None and (not isinstance(text_encoder, (str, Path)) or not str(text_encoder).strip()):
-            raise ConfigError(f"model.text_encoder: expected a CLIP folder, ARCH=FILE or NAME/TAG (or null), "
-                              f"got {text_encoder!r}")
-        self.config: dict[str, Any] = {
-            "vocab": vocab.to_dict(), "image_size": image_size, "style_dim": style_dim,
-            "class_embed_dim": class_embed_dim, "text_dim": text_dim, **copy.deepcopy(sections),
-        }
+        self.config: dict[str, Any] = model_config(
+            vocab, {"gcn": gcn, "layout": layout, "generator": generator, "encoder": encoder, "clusters": clusters},
+            image_size=image_size, style_dim=style_dim, class_embed_dim=class_embed_dim, text_dim=text_dim,
+            text_encoder=text_encoder)
+        sections = self.config
+        image_size, style_dim, text_dim = sections["image_size"], sections["style_dim"], sections["text_dim"]
+        class_embed_dim, text_encoder = sections["class_embed_dim"], sections.get("text_encoder")
         self.vocab = vocab
         self.image_size = image_size
         self.style_dim, self.class_embed_dim, self.text_dim = style_dim, class_embed_dim, text_dim
         #: Extra information from ``config.json`` (e.g. the training step) after ``from_pretrained``.
         self.metadata: dict[str, Any] = {}
 
-        g, lay = sections["gcn"], dict(sections["layout"])
-        self.layout_pooling = lay.pop("pooling")
-        stuff_below = lay.pop("stuff_below_things")
-        self.use_gt_masks = bool(lay.pop("use_gt_masks"))
-        self.mask_size = lay["mask_size"]
+        g, lay = sections["gcn"], self.config["layout"]
         self.gcn = GraphEncoder(vocab.num_objects, vocab.num_predicates, text_dim=text_dim, **g)
         self.layout_predictor = build_layout_predictor(g["width"], vocab.num_predicates, lay)
+        self.layout_stage = LayoutStage(self.layout_predictor, lay, vocab, image_size, lay["pooling"])
         self.class_embedding = nn.Embedding(vocab.num_objects, class_embed_dim) if class_embed_dim > 0 else None
         in_channels = layout_channels(vocab.num_objects, class_embed_dim, style_dim)
         self.generator = Generator(in_channels, 3, text_dim=text_dim, style_channels=style_dim, **sections["generator"])
@@ -128,9 +103,11 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
                             if text_dim > 0 and style_dim > 0 else None)
         stuff = torch.tensor([vocab.is_stuff(i) for i in range(vocab.num_objects)], dtype=torch.bool)
         # Derived from the vocabulary, so not saved with the weights.
-        self.register_buffer("stuff_classes", stuff if (stuff_below and stuff.any()) else None, persistent=False)
-        if text_encoder is not None:  # absent from config.json of text-free models, as before
-            self.set_text_encoder(load_text_encoder(text_encoder, text_dim), spec=str(text_encoder))
+        self.register_buffer("stuff_classes", stuff if (lay["stuff_below_things"] and stuff.any()) else None,
+                             persistent=False)
+        self.text_conditioner = TextConditioner(vocab, text_dim, self.style_prior)
+        if text_encoder is not None:
+            self.set_text_encoder(load_text_encoder(text_encoder, text_dim), spec=text_encoder)
 
     # -- sizes ---------------------------------------------------------------------------------
     @property
@@ -151,57 +128,87 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
         """Channels of ``LayoutTensors.for_discriminator()`` (semantic ⊕ edges)."""
         return self.num_semantic_channels + 1
 
-    # -- building from a config ------------------------------------------------------------------
+    # -- the stages' facts and switches ----------------------------------------------------------
+    @property
+    def samples_layouts(self) -> bool:
+        """Whether the layout net draws a layout per seed (``layout.predictor: sampler``)."""
+        return self.layout_stage.samples_layouts
+
+    @property
+    def refines_by_default(self) -> bool:
+        """Whether ``generate`` / ``predict_layout`` repair broken relations unless told."""
+        return self.layout_stage.refines_by_default
+
+    def freeze_global_generator(self, frozen: bool) -> None:
+        """Hold the coarse-to-fine generator's global net fixed (pix2pixHD's ``niter_fix_global``)."""
+        self.generator.freeze_global(frozen)
+
+    @property
+    def text_encoder(self):
+        """The frozen text encoder on the model's device (it follows the model there on first use
+        after a move), or None (then ``generate(text=...)`` fails)."""
+        return self.text_conditioner.encoder_on(self.device)
+
+    def set_text_encoder(self, encoder, spec: str | None = None) -> None:
+        """Use ``encoder`` (a frozen :class:`TextEncoder` whose ``embed_dim`` is ``text_dim``) or none;
+        ``config['text_encoder']`` becomes ``spec`` (default: the encoder's name)."""
+        self.text_conditioner.set_encoder(encoder)
+        if encoder is None:
+            self.config.pop("text_encoder", None)
+        else:
+            self.config["text_encoder"] = str(spec if spec is not None else encoder.name)
+
+    def encode_texts(self, batch: Batch, drop_prob: float = 0.0, generator: torch.Generator | None = None,
+                     captions: Sequence[str | None] | None = None, ground_captions: bool = True,
+                     cache: bool = True) -> TextInputs:
+        """Caption and description embeddings of a batch with the model's text encoder (the
+        arguments: :meth:`TextConditioner.encode`)."""
+        return self.text_conditioner.encode(batch, self.device, drop_prob, generator, captions, ground_captions,
+                                            cache)
+
+    # -- saving and loading (PretrainedMixin's hooks) --------------------------------------------
+    def pretrained_config(self) -> dict[str, Any]:
+        return checkpoint.checkpoint_config(self)
+
+    def save_extra_files(self, folder: Path) -> None:
+        checkpoint.save_checkpoint_files(self, folder)
+
+    def load_pretrained_state(self, state: dict[str, Any], where: Path) -> None:
+        super().load_pretrained_state(checkpoint.with_later_tensors(state, self.state_dict()), where)
+
+    @classmethod
+    def read_pretrained_config(cls, folder: str | Path) -> dict[str, Any]:
+        # keys an older folder lacks keep the meaning they had when it was written
+        return with_saved_defaults(super().read_pretrained_config(folder))
+
+    @classmethod
+    def from_pretrained_config(cls, config: dict[str, Any], folder: Path) -> "SceneGraphToImage":
+        return checkpoint.model_from_checkpoint_config(cls.from_config, config, folder)
+
     @classmethod
     def from_config(cls, config: Any, **overrides) -> "SceneGraphToImage":
         """Build from a run config (YAML path, or a dict / DictConfig with a ``model:`` section)
         or from a model section itself. ``overrides`` replace top-level model keys."""
         return cls(**model_kwargs(config, **overrides))
 
+    # -- the forward pass ----------------------------------------------------------------------
     def object_vectors(self, batch: Batch, text_emb: torch.Tensor | None = None,
                        text_mask: torch.Tensor | None = None, obj_text_emb: torch.Tensor | None = None,
                        obj_text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(O, width) graph-convolved object vectors (with the objects' text, as :meth:`forward`)."""
-        _, _, obj_text_emb, obj_text_mask = self._check_text_inputs(batch, text_emb, text_mask, obj_text_emb,
-                                                                    obj_text_mask)
+        _, _, obj_text_emb, obj_text_mask = self.text_conditioner.check_inputs(batch, text_emb, text_mask,
+                                                                               obj_text_emb, obj_text_mask)
         return self.gcn(batch.objs, batch.triples, obj_text_emb, obj_text_mask)
-
-    def graph_items(self, graphs: Any) -> list[dict]:
-        """Dataset items for scene graphs (see :meth:`generate`), read with this model's vocabulary."""
-        return graph_items(graphs, self.vocab)
-
-    # -- the forward pass ----------------------------------------------------------------------
-    def _layout_geometry_inputs(self, batch: Batch, boxes_pred, mask_logits, layout_source: str,
-                                keep_known_boxes: bool = True):
-        if layout_source == "gt":
-            if not bool(batch.boxes_known.all()):
-                missing = int((~batch.boxes_known).nonzero()[0])
-                raise DataError(f"layout_source='gt' needs every box; object {missing} of the batch has none")
-            boxes = batch.boxes.float()
-        elif keep_known_boxes:
-            boxes = torch.where(batch.boxes_known[:, None], batch.boxes.float(), boxes_pred.float())
-        else:
-            boxes = boxes_pred.float()
-        if layout_source == "gt" and batch.masks is not None and self.use_gt_masks:
-            masks = batch.masks.float()
-        else:
-            masks = torch.sigmoid(mask_logits.float())
-        return boxes, masks
-
-    def _compose(self, batch: Batch, boxes: torch.Tensor, masks: torch.Tensor):
-        # float32 even under autocast: box placement should not be rounded to bf16
-        with _full_precision(boxes.device):
-            return compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images, self.image_size,
-                           objs=batch.objs, stuff_classes=self.stuff_classes, skip=batch.objs == 0,
-                           pooling=self.layout_pooling)  # __image__ is never drawn
 
     @property
     def uses_channels_last(self) -> bool:
         """Whether the generator's convolutions are in ``channels_last`` (its input is then put so too)."""
-        for p in self.generator.parameters():
-            if p.dim() == 4:
-                return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-        return False
+        conv = next((p for p in self.generator.parameters() if p.dim() == 4), None)
+        return conv is not None and conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+    def generator_input(self, layout: LayoutTensors) -> torch.Tensor:
+        layout_in = layout.tensor()
+        return layout_in.contiguous(memory_format=torch.channels_last) if self.uses_channels_last else layout_in
 
     def render(self, layout: LayoutTensors, style_codes: torch.Tensor | None = None,
                caption_emb: torch.Tensor | None = None, caption_mask: torch.Tensor | None = None,
@@ -221,9 +228,7 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
                 raise DataError("render: style_codes given, but the layout has no geometry to spread them with")
             codes = check_style_codes(style_codes, layout.geometry.weights.shape[0], self.style_dim, finite=False)
             layout = dataclasses.replace(layout, style=layout.geometry.spread(codes.to(layout.geometry.weights.dtype)))
-        layout_in = layout.tensor()
-        if self.uses_channels_last:
-            layout_in = layout_in.contiguous(memory_format=torch.channels_last)
+        layout_in = self.generator_input(layout)
         if caption_emb is None or caption_mask is None or bool(caption_mask.all()):
             return self.generator(layout_in, caption_emb, stage=stage, modulate=modulate, trunk=trunk)
         # Instance normalisation works per image, so running the two groups separately equals
@@ -243,10 +248,7 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
         generator's encoder reads the style channels."""
         if self.generator.trunk_sees_style:
             return None
-        layout_in = layout.tensor()
-        if self.uses_channels_last:
-            layout_in = layout_in.contiguous(memory_format=torch.channels_last)
-        return self.generator.trunk(layout_in, caption_emb)
+        return self.generator.trunk(self.generator_input(layout), caption_emb)
 
     def forward(self, batch: Batch, layout_source: str = "gt", style_source: str = "encode",
                 text_emb: torch.Tensor | None = None, obj_text_emb: torch.Tensor | None = None,
@@ -279,60 +281,37 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
         with text (a description, or a caption on their image) draw their ``'sample'`` /
         ``'cluster'`` codes from the text style prior.
         """
-        if layout_source not in LAYOUT_SOURCES:
-            raise ConfigError(f"layout_source: unknown value {layout_source!r} ({' or '.join(LAYOUT_SOURCES)})")
-        if style_source not in STYLE_SOURCES:
-            raise ConfigError(f"style_source: unknown value {style_source!r} ({', '.join(STYLE_SOURCES)})")
+        check_sources(layout_source, style_source)
         num_images, size = batch.num_images, self.image_size
-        text_emb, text_mask, obj_text_emb, obj_text_mask = self._check_text_inputs(
+        text_emb, text_mask, obj_text_emb, obj_text_mask = self.text_conditioner.check_inputs(
             batch, text_emb, text_mask, obj_text_emb, obj_text_mask)
         obj_vecs = self.gcn(batch.objs, batch.triples, obj_text_emb, obj_text_mask)
-        boxes_pred, mask_logits, layout_sample = self.predict_boxes(
+        layouts = self.layout_stage
+        boxes_pred, mask_logits, layout_sample = layouts.predict_boxes(
             batch, obj_vecs, training_pass=self.training and layout_source == "gt",
             keep_known_boxes=keep_known_boxes, generator=generator, noise=layout_noise, refine=refine)
-        boxes, masks = self._layout_geometry_inputs(batch, boxes_pred, mask_logits, layout_source, keep_known_boxes)
-        geometry = self._compose(batch, boxes, masks)
-
-        prior_mu = prior_logvar = prior_mask = None
-        if self.style_prior is not None and (text_emb is not None or obj_text_emb is not None):
-            prior_mu, prior_logvar, prior_mask = self._text_prior(batch, obj_vecs, text_emb, text_mask,
-                                                                  obj_text_emb, obj_text_mask)
+        boxes, masks = layouts.geometry_inputs(batch, boxes_pred, mask_logits, layout_source, keep_known_boxes)
+        geometry = layouts.compose(batch, boxes, masks, self.stuff_classes)
+        prior_mu, prior_logvar, prior_mask = self.text_conditioner.prior(batch, obj_vecs, text_emb, text_mask,
+                                                                         obj_text_emb, obj_text_mask)
 
         mu = logvar = codes = None
         if style_codes is not None:
             codes = check_style_codes(style_codes, batch.objs.shape[0], self.style_dim).to(obj_vecs.device)
         elif self.style_dim > 0:
-            if style_source == "encode":
-                if batch.images is None:
-                    raise DataError("style_source='encode' needs batch.images (use 'sample' or 'cluster')")
-                if tuple(batch.images.shape[-2:]) != (size, size):
-                    raise DataError(f"batch.images are {tuple(batch.images.shape[-2:])}, the model makes "
-                                    f"{size}x{size}")
+            if style_source == "encode":  # pooled over the ground-truth layout when the batch has one
                 enc_geometry = geometry
                 if layout_source != "gt" and bool(batch.boxes_known.all()):
-                    enc_geometry = self._compose(
-                        batch, *self._layout_geometry_inputs(batch, boxes_pred, mask_logits, "gt"))
-                mu, logvar = self.encoder(batch.images, enc_geometry.weights, batch.obj_to_img)
-                codes = AppearanceEncoder.reparameterize(mu, logvar, generator)
-            elif style_source == "sample":
-                rng_device = generator.device if generator is not None else obj_vecs.device
-                codes = torch.randn((batch.objs.shape[0], self.style_dim), generator=generator,
-                                    device=rng_device).to(obj_vecs.device)
-                if prior_mask is not None:  # the same draws, scaled and shifted by the text prior
-                    codes = torch.where(prior_mask[:, None], prior_mu + torch.exp(0.5 * prior_logvar) * codes, codes)
+                    enc_geometry = layouts.compose(batch, *layouts.geometry_inputs(batch, boxes_pred, mask_logits, "gt"),
+                                                   self.stuff_classes)
+                mu, logvar, codes = encode_style_codes(self.encoder, batch.images, enc_geometry, batch.obj_to_img,
+                                                       size, generator)
             else:
-                if not self.style_clusters.fitted:
-                    raise ConfigError("style_source='cluster': the style clusters are not fitted (run "
-                                      "`layout2img fit-styles --checkpoint DIR`, or train with train.fit_styles > 0)")
-                codes = self.style_clusters.sample(batch.objs, generator)
-                if prior_mask is not None and bool(prior_mask.any()):
-                    rng_device = generator.device if generator is not None else obj_vecs.device
-                    eps = torch.randn(codes.shape, generator=generator, device=rng_device).to(codes.device)
-                    codes = torch.where(prior_mask[:, None], prior_mu + torch.exp(0.5 * prior_logvar) * eps,
-                                        codes.float())
+                codes = draw_style_codes(style_source, batch.objs, self.style_dim, self.style_clusters, generator,
+                                         obj_vecs.device, prior_mu, prior_logvar, prior_mask)
             codes = codes.float()
 
-        with _full_precision(boxes.device):
+        with full_precision(boxes.device):
             layout = build_layout(batch.objs, boxes, masks, batch.obj_to_img, num_images, size,
                                   self.vocab.num_objects, style_codes=codes, class_embedding=self.class_embedding,
                                   geometry=geometry)
@@ -360,42 +339,57 @@ class SceneGraphToImage(LayoutMixin, TextConditioningMixin, SceneGraphCheckpoint
         ``text`` (models with a text encoder): a caption for every graph, or a list with one
         caption (or None) per graph; it replaces the graphs' own captions. Without it a graph's
         ``caption`` and ``descriptions`` are used (and ignored by models without a text encoder).
-        ``style_source``: None picks ``'cluster'`` when the style clusters are fitted, else
-        ``'sample'``. ``style_codes``: fixed codes instead, one ``(num_objects, style_dim)``
-        tensor per graph (a list, or one tensor for one graph), the same for all its samples.
-        With ``return_layout`` returns ``(images, LayoutTensors)``; with ``return_output`` the
-        whole :class:`ModelOutput` (images clamped; boxes and masks as used, one row per object,
-        each graph's ``__image__`` last).
+        ``style_source``: ``'auto'`` / None (the fitted style clusters when there are any, else
+        sampled), ``'cluster'`` or ``'sample'``. ``style_codes``: fixed codes instead, one
+        ``(num_objects, style_dim)`` tensor per graph (a list, or one tensor for one graph), the
+        same for all its samples. With ``return_layout`` returns ``(images, LayoutTensors)``; with
+        ``return_output`` the whole :class:`ModelOutput` (images clamped; boxes and masks as used,
+        one row per object, each graph's ``__image__`` last). Arguments are checked once
+        (:func:`~layout2img.pipeline.inputs.check_inputs`).
         """
-        if text is not None and self.text_encoder is None:
-            raise ConfigError("generate: text given, but this model has no text encoder "
-                              f"(text_dim={self.text_dim}); text guidance needs a model trained with one")
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ConfigError(f"generate: num_samples must be a positive integer, got {num_samples!r}")
-        if style_source is None:
-            style_source = "cluster" if self.style_clusters is not None and self.style_clusters.fitted else "sample"
-        batch, per_graph, noise = self.layout_batch(graphs, seed if layout_seed is None else layout_seed,
-                                                    num_samples, text=text)
-        if style_codes is not None:
-            style_codes = pack_style_codes(style_codes, per_graph, num_samples, self.style_dim).to(self.device)
-        refine = self.refines_by_default if refine is None else bool(refine)
-        rng = torch.Generator(device="cpu").manual_seed(int(seed))
-        was_training = self.training
-        self.eval()
-        try:
+        request = check_inputs(self, graphs, seed, num_samples, text, style_source, style_codes, layout_seed, refine)
+        batch, noise = packed_batch(request, self.layout_stage, self.device)
+        codes = request.style_codes.to(self.device) if request.style_codes is not None else None
+        rng = torch.Generator(device="cpu").manual_seed(request.seed)
+        with self.evaluating():
             texts = self.encode_texts(batch).as_kwargs() if self.text_encoder is not None else {}
-            out = self.forward(batch, layout_source=layout_source, style_source=style_source, generator=rng,
-                               style_codes=style_codes, layout_noise=noise, refine=refine, **texts)
-        finally:
-            self.train(was_training)
+            out = self.forward(batch, layout_source=layout_source, style_source=request.style_source, generator=rng,
+                               style_codes=codes, layout_noise=noise, refine=request.refine, **texts)
         images = out.images.float().clamp(-1, 1)
         if return_output:
             return dataclasses.replace(out, images=images)
         return (images, out.layout) if return_layout else images
 
+    @torch.no_grad()
+    def predict_layout(self, graphs: Any, seed: int = 0, refine: bool | None = None, num_samples: int = 1,
+                       pinned: Any = None, text: Any = None) -> list[dict[str, torch.Tensor]]:
+        """Each graph's layout without drawing an image: ``len(graphs) * num_samples`` dicts
+        ``{"boxes": (N, 4), "masks": (N, M, M)}`` (N: the graph's objects; mask probabilities),
+        the samples of one graph consecutive, exactly the layouts ``generate(graphs, seed=...,
+        layout_seed=seed, num_samples=..., refine=refine)`` draws.
 
-def _full_precision(device: torch.device):
-    """Autocast switched off (where autocast exists for the device)."""
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    return nullcontext()
+        ``graphs`` as :meth:`generate`. The sampler draws sample k of a graph from the k-th noise
+        block of ``torch.Generator().manual_seed(seed)`` (whatever the batch); the regression has
+        one layout per graph. Boxes in a graph, and ``pinned`` (per graph None or one box or None
+        per object) stay exactly. ``refine`` (None: the model's default, :attr:`refines_by_default`)
+        repairs broken relations of the free boxes (``layout.refine_steps`` steps). ``text``: the
+        captions ``generate`` would take (they reach the objects they name).
+        """
+        request = check_inputs(self, graphs, seed, num_samples, text, refine=refine, pinned=pinned)
+        batch, noise = packed_batch(request, self.layout_stage, self.device)
+        with self.evaluating():
+            texts = self.encode_texts(batch).as_kwargs() if self.text_encoder is not None else {}
+            obj_vecs = self.object_vectors(batch, **texts)
+            boxes, mask_logits, _ = self.layout_stage.predict_boxes(batch, obj_vecs, noise=noise,
+                                                                    refine=request.refine)
+        return per_image_layouts(batch, boxes, mask_logits)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """The model in eval mode inside the block, its training mode restored after."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)

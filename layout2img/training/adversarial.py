@@ -1,5 +1,6 @@
-"""The image discriminator's side of a GAN step: pix2pixHD's multiscale D or OASIS's segmentation D,
-with DiffAugment, feature matching and LabelMix."""
+"""The discriminators' side of a GAN step: the image D (pix2pixHD's multiscale D or OASIS's
+segmentation D, with DiffAugment, feature matching and LabelMix) and the object D (LostGAN's
+per-object real/fake with an auxiliary classifier)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,10 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.batch import Batch
 from ..errors import ConfigError
 from ..models.discriminator import MultiscaleDiscriminator, SegmentationDiscriminator
-from ..models.losses import (GANLoss, feature_matching_loss, labelmix_inputs, labelmix_loss, segmentation_fake_loss,
-                             segmentation_real_loss)
+from ..models.losses import (GANLoss, aux_class_loss, feature_matching_loss, labelmix_inputs, labelmix_loss,
+                             segmentation_fake_loss, segmentation_real_loss)
 from .diffaugment import diff_augment, parse_policy
 
 DISCRIMINATOR_KINDS = ("multiscale", "segmentation")
@@ -106,3 +108,39 @@ class ImageAdversary:
         d_real = [[f[:b] for f in scale] for scale in both]
         d_fake = [[f[b:] for f in scale] for scale in both]
         return {"d_gan": self.gan.d_loss(d_real, d_fake)}, d_real, real_in
+
+
+class ObjectAdversary:
+    """Losses of the generator and of the object discriminator, which judges each object's crop
+    (real or fake) and classifies it (``lambda_obj`` and ``lambda_aux``); ``__image__`` is no object."""
+
+    def __init__(self, gan: GANLoss, lambda_obj: float, lambda_aux: float):
+        self.gan, self.lambda_obj, self.lambda_aux = gan, lambda_obj, lambda_aux
+
+    @staticmethod
+    def _objects(batch: Batch):
+        keep = batch.objs != 0
+        return batch.boxes[keep], batch.obj_to_img[keep], batch.objs[keep]
+
+    def generator_losses(self, d_object: nn.Module, fake: torch.Tensor, batch: Batch,
+                         text_emb: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``d_object`` unwrapped and frozen, as the image D's in :meth:`ImageAdversary.generator_losses`."""
+        boxes, obj_to_img, objs = self._objects(batch)
+        if boxes.shape[0] == 0:
+            return {}
+        score, cls = d_object(fake, boxes, obj_to_img, text_emb=text_emb)
+        return {"g_obj": self.lambda_obj * self.gan.g_loss(score),
+                "g_obj_aux": self.lambda_aux * aux_class_loss(cls, objs)}
+
+    def discriminator_losses(self, d_object: nn.Module, real: torch.Tensor, fake: torch.Tensor, batch: Batch,
+                             text_emb: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One forward of ``d_object`` (possibly DDP-wrapped) over the real and detached fake crops."""
+        boxes, obj_to_img, objs = self._objects(batch)
+        n, b = boxes.shape[0], real.shape[0]
+        if n == 0:
+            return {}
+        score, cls = d_object(torch.cat([real, fake.detach()], 0), boxes.repeat(2, 1),
+                              torch.cat([obj_to_img, obj_to_img + b]),
+                              text_emb=text_emb.repeat(2, 1) if text_emb is not None else None)
+        return {"d_obj": self.lambda_obj * self.gan.d_loss(score[:n], score[n:]),
+                "d_obj_aux": self.lambda_aux * aux_class_loss(cls[:n], objs)}

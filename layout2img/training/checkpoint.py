@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, WriteError
 from ..io import atomic_dir, atomic_save, atomic_write_text, check_state, load_weights, read_json
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
@@ -98,6 +98,14 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def latest_note(root: str | Path) -> str:
+    """What a failed write leaves to resume from: ``ROOT/latest still points to step_NNNNNN``."""
+    found = latest_checkpoint(root)
+    if found is None:
+        return f"no checkpoint in {root} yet"
+    return f"{Path(root) / 'latest'} still points to {found.name} (the run resumes from there)"
+
+
 def _point_latest(root: Path, name: str) -> None:
     tmp = root / f".latest.{os.getpid()}.tmp"
     if tmp.exists() or tmp.is_symlink():
@@ -130,14 +138,20 @@ def save_checkpoint(
     ``save_model(folder)`` writes the published model (``save_pretrained``) into the folder.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     name = step_dir_name(step)
     tensors, skeleton = flatten_state(state)
-    with atomic_dir(root / name, overwrite=True) as tmp:
-        save_model(tmp)
-        atomic_save(tmp / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
-        atomic_write_text(tmp / STATE_JSON, json.dumps(skeleton))
-    _point_latest(root, name)
+    try:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WriteError.from_exception(root, e) from None
+        with atomic_dir(root / name, overwrite=True) as tmp:  # disk full: a WriteError, no folder left
+            save_model(tmp)
+            atomic_save(tmp / STATE_TENSORS, lambda p: save_file(tensors, str(p)))
+            atomic_write_text(tmp / STATE_JSON, json.dumps(skeleton))
+        _point_latest(root, name)
+    except WriteError as e:
+        raise e.with_note(latest_note(root)) from None
     if keep_last:
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)

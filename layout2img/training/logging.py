@@ -15,9 +15,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from ..data.batch import Batch, collate
+from ..errors import WriteError
 from ..io import atomic_save
+from ..pipeline.inputs import resolve_style_source
 from ..visualize import draw_layout, make_grid_image
 from ..vocab import Vocab
+from .checkpoint import latest_note
 
 NUM_SAMPLE_SCENES = 8
 ROW_TITLES = ("real, GT boxes", "from GT layout", "from graph", "graph, new styles")
@@ -73,8 +76,8 @@ class RunLogger:
             pred = model(batch, layout_source="pred", style_source="encode", generator=g, keep_known_boxes=False,
                          refine=refine)
             g.manual_seed(1234)
-            clusters = model.style_clusters is not None and model.style_clusters.fitted
-            sampled = model(batch, layout_source="pred", style_source="cluster" if clusters else "sample",
+            style_source = resolve_style_source(model, "auto")
+            sampled = model(batch, layout_source="pred", style_source=style_source,
                             generator=g, keep_known_boxes=False, refine=refine)
         finally:
             model.train(was_training)
@@ -87,12 +90,14 @@ class RunLogger:
             rows[1].append(draw_layout(gt.images[i].float().cpu()))
             rows[2].append(draw_layout(pred.images[i].float().cpu(), pred.boxes[idx].float().cpu(), labels))
             rows[3].append(draw_layout(sampled.images[i].float().cpu()))
-        titles = ROW_TITLES[:3] + (CLUSTER_ROW_TITLE if clusters else ROW_TITLES[3],)
+        titles = ROW_TITLES[:3] + (CLUSTER_ROW_TITLE if style_source == "cluster" else ROW_TITLES[3],)
         grid = make_grid_image(rows, row_titles=titles)
         path = self.out_dir / "samples" / f"step_{step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save(path, lambda p: grid.save(p, format="PNG"))
-        atomic_save(self.out_dir / "samples.png", lambda p: grid.save(p, format="PNG"))
+        try:
+            atomic_save(path, lambda p: grid.save(p, format="PNG"))
+            atomic_save(self.out_dir / "samples.png", lambda p: grid.save(p, format="PNG"))
+        except WriteError as e:  # disk full: say what the run can still resume from
+            raise e.with_note(latest_note(self.out_dir / "checkpoints")) from None
         import numpy as np
 
         self.writer.add_image("samples", np.asarray(grid), step, dataformats="HWC")

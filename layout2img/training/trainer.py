@@ -1,18 +1,13 @@
 """The GAN training loop: alternating G and D steps, EMA, AMP, checkpoints, logging, DDP.
 
-One step: the generator runs once on a batch (ground-truth layout, styles encoded from the real
-image); the discriminators score real and fake; the generator's loss (GAN + feature matching +
-pixel + perceptual + object + box/mask regression + style KL) and the discriminators' loss
-(GAN + object auxiliary classification + optional R1) are stepped with their own optimisers.
-
-With a text encoder (``model.text_encoder``) each step encodes the batch's captions and object
-descriptions, dropping each with probability ``train.text_dropout`` (drawn from the trainer's
-seeded generator, so a resumed run drops exactly what the uninterrupted one would); the
-discriminators get a projection term for the text; the text style prior is fitted to the
-encoder's codes (``loss.lambda_prior``); and ``loss.lambda_clip`` > 0 adds a CLIP loss,
-``1 - cos`` between the fake image and its caption and between object crops and their
-descriptions. ``train.init_from`` starts the weights from a model checkpoint (e.g. a text-free
-run; the text layers keep their identity initialisation).
+One step (:meth:`Trainer.train_step`): the generator runs once on a batch (ground-truth layout,
+styles encoded from the real image); :class:`~.objective.GANObjective` turns that into the
+generator's loss terms and the discriminators' (each term beside what it judges), and each side
+steps its own optimiser. With a text encoder (``model.text_encoder``) each step encodes the batch's
+captions and descriptions, dropping each with probability ``train.text_dropout`` (drawn from the
+trainer's seeded generator, so a resumed run drops exactly what the uninterrupted one would).
+``train.init_from`` starts the weights from a model checkpoint (e.g. a text-free run; the text
+layers keep their identity initialisation).
 """
 from __future__ import annotations
 
@@ -36,23 +31,22 @@ from ..data.augment import BatchAugment
 from ..data.batch import Batch, collate
 from ..data.build import build_dataset
 from ..devices import resolve_device
-from ..errors import ConfigError, Layout2ImgError
+from ..errors import ConfigError, Layout2ImgError, WriteError
 from ..io import atomic_write_text
 from ..models.discriminator import ObjectDiscriminator
 from ..models.perceptual import resolve_perceptual
-from ..models.losses import (GANLoss, PerceptualLoss, aux_class_loss, box_loss, kl_loss, label_map, mask_loss,
-                             r1_penalty)
-from ..pipeline import SceneGraphToImage
+from ..models.losses import GANLoss, PerceptualLoss, label_map
+from ..pipeline import ModelOutput, SceneGraphToImage, TextInputs
 from ..pipeline.checkpoint import with_later_tensors
 from ..vocab import Vocab
 from . import checkpoint as ckpt
-from .adversarial import ImageAdversary, build_image_discriminator
+from .adversarial import ImageAdversary, ObjectAdversary, build_image_discriminator
 from .distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, cleanup, infinite_batches,
                           init_distributed)
 from .ema import make_ema, update_ema
 from .logging import RunLogger
+from .objective import GANObjective, StepTensors, frozen, unwrap
 from .styles import fit_style_clusters
-from .text_losses import text_losses
 
 
 class TrainingDiverged(Layout2ImgError):
@@ -135,10 +129,9 @@ class Trainer:
         if self.channels_last:
             self.d_image.to(memory_format=torch.channels_last)
         lw = self.loss_weights
-        self.gan = GANLoss(lw.gan_mode)
         backbone = resolve_perceptual(lw.perceptual)
-        self.perceptual = (PerceptualLoss(backbone).to(self.device)
-                           if backbone != "none" and lw.lambda_perceptual > 0 else None)
+        perceptual = (PerceptualLoss(backbone).to(self.device)
+                      if backbone != "none" and lw.lambda_perceptual > 0 else None)
 
         d_params = list(self.d_image.parameters()) + (list(self.d_object.parameters()) if self.d_object else [])
         betas = tuple(tr.betas)
@@ -164,8 +157,13 @@ class Trainer:
         use_bf16 = tr.amp == "bf16" or (tr.amp == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
         self.noise = torch.Generator(device="cpu").manual_seed(seed * 7919 + self.dist.rank)
-        self.adversary = ImageAdversary(dcfg["kind"], self.gan, lw.lambda_feat, lw.lambda_labelmix, tr.diffaugment,
-                                        self.noise)
+        gan = GANLoss(lw.gan_mode)
+        self.objective = GANObjective(
+            lw, self.model, ImageAdversary(dcfg["kind"], gan, lw.lambda_feat, lw.lambda_labelmix, tr.diffaugment,
+                                           self.noise), self.d_image,
+            ObjectAdversary(gan, lw.lambda_obj, lw.lambda_aux) if self.d_object is not None else None, self.d_object,
+            perceptual, tr.r1_gamma, tr.r1_every)
+        self.last_output: ModelOutput | None = None  # the last step's, for the sample grid
         self.step, self.epoch, self.position = 0, 0, 0
         self.logger = RunLogger(self.out_dir, enabled=self.dist.is_main, vocab=self.vocab)
         if lw.perceptual == "auto" and lw.lambda_perceptual > 0:
@@ -177,19 +175,14 @@ class Trainer:
         """'global' while the global generator trains alone at reduced resolution, else 'full'."""
         return "global" if self.step < self.train_opts.global_steps else "full"
 
-    def _set_generator_trainable(self) -> None:
-        g = self.model.generator
-        if not hasattr(g, "local_parameters"):
-            return
+    def global_frozen(self) -> bool:
+        """Whether the global generator is held fixed now (pix2pixHD's ``niter_fix_global``)."""
         start = self.train_opts.global_steps
-        frozen = self.stage() == "full" and self.step < start + self.train_opts.fix_global_steps
-        for p in g.global_parameters():
-            p.requires_grad_(not frozen)
+        return self.stage() == "full" and self.step < start + self.train_opts.fix_global_steps
 
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        d_image = self.d_image.module if isinstance(self.d_image, DDP) else self.d_image
-        d_object = self.d_object.module if isinstance(self.d_object, DDP) else self.d_object
+        d_image, d_object = unwrap(self.d_image), unwrap(self.d_object)
         return {
             "step": self.step, "epoch": self.epoch, "position": self.position,
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
@@ -201,8 +194,7 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        d_image = self.d_image.module if isinstance(self.d_image, DDP) else self.d_image
-        d_object = self.d_object.module if isinstance(self.d_object, DDP) else self.d_object
+        d_image, d_object = unwrap(self.d_image), unwrap(self.d_object)
         # a run started before a buffer was added resumes with the value that buffer then meant
         self.model.load_state_dict(with_later_tensors(state["model"], self.model.state_dict()))
         self.ema.load_state_dict(with_later_tensors(state["ema"], self.ema.state_dict()))
@@ -228,6 +220,20 @@ class Trainer:
             self.state(), keep_last=self.cfg.keep_last,
         )
 
+    def save_on_every_rank(self) -> Path | None:
+        """:meth:`save` on rank 0, then a barrier; a failed write (disk full) stops every rank with
+        the one line rank 0 has, instead of leaving the others waiting at the barrier."""
+        failed = None
+        try:
+            folder = self.save()
+        except WriteError as e:
+            folder, failed = None, e
+        if broadcast_flag(failed is not None, self.dist, self.device):
+            raise failed or WriteError(f"step {self.step}: rank 0 could not write the checkpoint (its log says why)",
+                                       path=str(self.ckpt_root), reason="rank 0 failed")
+        barrier(self.dist)
+        return folder
+
     def maybe_resume(self) -> None:
         mode = str(self.cfg.resume)
         if mode == "never":
@@ -249,9 +255,6 @@ class Trainer:
             self.logger.info(f"resuming from {folder} (step {self.step})")
 
     # -- one step --------------------------------------------------------------------------------
-    def _unwrapped(self, m):
-        return m.module if isinstance(m, DDP) else m
-
     def lr_factor(self, step: int) -> float:
         """The learning rates' multiplier at ``step`` (counted from 0): 1, then linearly to 0 at
         ``max_steps`` from ``train.lr_decay_start * max_steps`` on. A function of the step alone,
@@ -269,96 +272,43 @@ class Trainer:
                 group["lr"] = base * factor
         return factor
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        lc, stage = self.loss_weights, self.stage()
-        self._set_generator_trainable()
-        d_image, d_object = self._unwrapped(self.d_image), self._unwrapped(self.d_object)
-        keep = batch.objs != 0  # __image__ is not an object to discriminate or regress
-        boxes, obj_to_img, objs = batch.boxes[keep], batch.obj_to_img[keep], batch.objs[keep]
-        texts = None
-        if self.model.text_encoder is not None:
-            texts = self.model.encode_texts(batch, drop_prob=self.text_dropout, generator=self.noise, cache=False)
-        text_kwargs = texts.as_kwargs() if texts is not None else {}
-        # the discriminators' text: zero rows (a learned "no text" term) where a text is absent
-        d_text = texts.text_emb if texts is not None else None
-        d_obj_text = texts.obj_text_emb[keep] if texts is not None else None
-        with self.autocast():
-            out = self.g_model(batch, layout_source="gt", style_source="encode", stage=stage, generator=self.noise,
-                               **text_kwargs)
-            fake = out.images
-            real = batch.images
-            if real.shape[-1] != fake.shape[-1]:  # the global stage trains at reduced resolution
-                real = F.interpolate(real, size=fake.shape[-2:], mode="bilinear", align_corners=False,
-                                     antialias=True)
-            cond = out.layout.for_discriminator().detach()
-            if cond.shape[-1] != fake.shape[-1]:
-                cond = F.interpolate(cond, size=fake.shape[-2:], mode="nearest")
+    def encode_texts(self, batch: Batch) -> TextInputs | None:
+        """The batch's captions and descriptions, each dropped with ``train.text_dropout`` (drawn
+        from the trainer's seeded generator), or None for a text-free model."""
+        if self.model.text_encoder is None:
+            return None
+        return self.model.encode_texts(batch, drop_prob=self.text_dropout, generator=self.noise, cache=False)
 
-            # Generator losses. The discriminators are used unwrapped and frozen here, so the
-            # generator's backward neither fills their grads nor triggers DDP reductions.
-            d_image.requires_grad_(False)
-            if d_object is not None:
-                d_object.requires_grad_(False)
-            labels = label_map(out.layout.instances, batch.objs)  # per-pixel classes (segmentation D)
-            if labels.shape[-1] != fake.shape[-1]:
-                labels = F.interpolate(labels[:, None].float(), size=fake.shape[-2:], mode="nearest")[:, 0].long()
-            losses: dict[str, torch.Tensor] = self.adversary.generator_losses(d_image, cond, real, fake, labels, d_text)
-            if lc.lambda_l1 > 0:
-                losses["g_l1"] = lc.lambda_l1 * (fake.float() - real.float()).abs().mean()
-            if self.perceptual is not None:
-                losses["g_perceptual"] = lc.lambda_perceptual * self.perceptual(fake, real)
-            if d_object is not None and keep.any():
-                score_f, cls_f = d_object(fake, boxes, obj_to_img, text_emb=d_obj_text)
-                losses["g_obj"] = lc.lambda_obj * self.gan.g_loss(score_f)
-                losses["g_obj_aux"] = lc.lambda_aux * aux_class_loss(cls_f, objs)
-            if out.layout_sample is not None:  # the layout sampler: box, mask, KL and relation terms
-                losses.update(self.model.layout_predictor.losses(
-                    out.layout_sample, batch.boxes, batch.triples, self.vocab.predicate_names, gt_masks=batch.masks,
-                    objs=batch.objs, beta=lc.lambda_layout_kl, lambda_prior=lc.lambda_layout_prior,
-                    lambda_box=lc.lambda_box, lambda_relation=lc.lambda_layout_relation, lambda_mask=lc.lambda_mask))
-            else:
-                if lc.lambda_box > 0:
-                    losses["box"] = lc.lambda_box * box_loss(out.boxes_pred[keep], boxes)
-                if batch.masks is not None and lc.lambda_mask > 0:
-                    losses["mask"] = lc.lambda_mask * mask_loss(out.mask_logits[keep], batch.masks[keep])
-            if out.style_mu is not None and lc.lambda_kl > 0:
-                losses["kl"] = lc.lambda_kl * kl_loss(out.style_mu, out.style_logvar)
-            if texts is not None:
-                losses.update(text_losses(self.model.text_encoder, out, fake, batch, texts, keep, lc))
-            g_total = sum(losses.values())
-        d_image.requires_grad_(True)
-        if d_object is not None:
-            d_object.requires_grad_(True)
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        clip = self.train_opts.grad_clip
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+    def forward(self, batch: Batch, texts: TextInputs | None) -> StepTensors:
+        """The generator's pass (ground-truth layout, styles encoded from the real images) and what
+        the loss terms compare it with, at the resolution of this step's stage."""
+        out = self.g_model(batch, layout_source="gt", style_source="encode", stage=self.stage(), generator=self.noise,
+                           **(texts.as_kwargs() if texts is not None else {}))
+        fake, real, size = out.images, batch.images, out.images.shape[-2:]
+        if real.shape[-1] != fake.shape[-1]:  # the global stage trains at reduced resolution
+            real = F.interpolate(real, size=size, mode="bilinear", align_corners=False, antialias=True)
+        cond = out.layout.for_discriminator().detach()
+        if cond.shape[-1] != fake.shape[-1]:
+            cond = F.interpolate(cond, size=size, mode="nearest")
+        labels = label_map(out.layout.instances, batch.objs)  # per-pixel classes (segmentation D)
+        if labels.shape[-1] != fake.shape[-1]:
+            labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        return StepTensors(batch, out, real, fake, cond, labels, texts)
 
-        # Discriminator losses: one forward over real and (detached) fake together per
-        # discriminator, so DDP sees exactly one forward and one backward.
-        r1_gamma, r1_every = self.train_opts.r1_gamma, self.train_opts.r1_every
-        do_r1 = r1_gamma > 0 and self.step % r1_every == 0
-        b = real.shape[0]
-        with self.autocast():
-            d_losses, d_real, real_in = self.adversary.discriminator_losses(self.d_image, cond, real, fake, labels,
-                                                                            d_text, do_r1)
-            if self.d_object is not None and keep.any():
-                n = boxes.shape[0]
-                score, cls = self.d_object(torch.cat([real, fake.detach()], 0), boxes.repeat(2, 1),
-                                           torch.cat([obj_to_img, obj_to_img + b]),
-                                           text_emb=d_obj_text.repeat(2, 1) if d_obj_text is not None else None)
-                d_losses["d_obj"] = lc.lambda_obj * self.gan.d_loss(score[:n], score[n:])
-                d_losses["d_obj_aux"] = lc.lambda_aux * aux_class_loss(cls[:n], objs)
-            if do_r1:
-                d_losses["d_r1"] = r1_gamma * r1_every * r1_penalty(d_real, real_in)
-            d_total = sum(d_losses.values())
-        self.opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for g in self.opt_d.param_groups for p in g["params"]], clip)
+    def backward(self, optimizer: torch.optim.Optimizer, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Gradients of the summed ``losses`` for ``optimizer``'s parameters (clipped with
+        ``train.grad_clip``); returns the sum."""
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.train_opts.grad_clip > 0:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.train_opts.grad_clip)
+        return total
 
-        values = {k: float(v.detach()) for k, v in {**losses, **d_losses}.items()}
+    def loss_values(self, g_losses: dict, g_total: torch.Tensor, d_losses: dict, d_total: torch.Tensor):
+        """The step's losses as floats; TrainingDiverged (on every rank) when one is not finite."""
+        values = {k: float(v.detach()) for k, v in {**g_losses, **d_losses}.items()}
         values["g_total"], values["d_total"] = float(g_total.detach()), float(d_total.detach())
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if broadcast_flag(bool(bad), self.dist, self.device):
@@ -366,10 +316,25 @@ class Trainer:
                 f"step {self.step + 1}: loss {', '.join(bad) or '(on another rank)'} is not finite; "
                 f"stopped before the update — last good checkpoint: "
                 f"{ckpt.latest_checkpoint(self.ckpt_root) or 'none yet'}")
+        return values
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One generator and one discriminator update on ``batch``; returns the losses as floats."""
+        self.model.freeze_global_generator(self.global_frozen())
+        texts = self.encode_texts(batch)
+        with self.autocast():
+            step = self.forward(batch, texts)
+            with frozen(self.objective.discriminators()):
+                g_losses = self.objective.generator_losses(step)
+        g_total = self.backward(self.opt_g, g_losses)
+        with self.autocast():
+            d_losses = self.objective.discriminator_losses(step, r1=self.objective.r1_due(self.step))
+        d_total = self.backward(self.opt_d, d_losses)
+        values = self.loss_values(g_losses, g_total, d_losses, d_total)
         self.opt_g.step()
         self.opt_d.step()
         update_ema(self.ema, self.model)
-        self._last_out = out
+        self.last_output = step.out
         return values
 
     def fit_styles(self) -> dict:
@@ -419,10 +384,9 @@ class Trainer:
                     if self.step == max_steps and self.train_opts.fit_styles > 0:
                         self.fit_styles()
                     if self.step % sample_every == 0 or self.step == max_steps:
-                        self.logger.samples(self.step, self.ema.module, batch, self._last_out, self.val_set)
+                        self.logger.samples(self.step, self.ema.module, batch, self.last_output, self.val_set)
                 if self.step % every == 0 or self.step == max_steps:
-                    last = self.save() or last
-                    barrier(self.dist)
+                    last = self.save_on_every_rank() or last
         finally:
             bar.close()
             self.logger.close()

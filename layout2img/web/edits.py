@@ -9,7 +9,7 @@
 An edit runs for seconds, so it never runs on a request thread: ``max_running`` workers take
 jobs in order, at most ``max_queued`` more wait, and a further job is refused with 429. A running
 edit takes the model in background turns and pauses after every step while a generate request
-waits (:class:`~layout2img.web.service.ModelTurns`). Finished jobs are kept ``keep_seconds``
+waits (:class:`~layout2img.web.scheduler.ModelTurns`). Finished jobs are kept ``keep_seconds``
 (at most ``keep_finished`` of them) for the page to read, then forgotten.
 """
 from __future__ import annotations
@@ -24,14 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, EditCancelled, Layout2ImgError
-from .protocol import RequestError, is_int, png_data_url
-from .service import SCENE_FIELDS, ModelService, Scene
+from .models import MAX_RESTARTS, MAX_STEPS
+from .models import EditRequest as EditBody
+from .protocol import RequestError, png_data_url
+from .service import ModelService, Scene
 
-EDIT_FIELDS = SCENE_FIELDS + ("text", "negatives", "target", "steps", "restarts", "modulation")
-MAX_TEXT = 200
-MAX_NEGATIVES = 8
-MAX_STEPS = 200
-MAX_RESTARTS = 12
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -77,55 +74,27 @@ class EditJob:
         return out
 
 
-def parse_edit(service: ModelService, request: Any, defaults: dict | None = None) -> EditRequest:
-    """An edit request, or RequestError 400 naming the field that is wrong; its options are
-    ``defaults`` (keyword arguments of ``edit_image``) updated with the request's own."""
-    scene = service.parse_scene(request, EDIT_FIELDS)
+def parse_edit(service: ModelService, request: EditBody, defaults: dict | None = None) -> EditRequest:
+    """An edit request whose fields pydantic has checked, or RequestError 400 for what depends on
+    the graph or the model; its options are ``defaults`` (keyword arguments of ``edit_image``)
+    updated with the request's own."""
+    scene = service.parse_scene(request)
     n = scene.graph.num_objects
-    text = request.get("text")
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
-        raise RequestError(400, f"'text' must be a non-empty string of at most {MAX_TEXT} characters "
-                                "(what the region should show, e.g. \"a green circle\")")
-    negatives = request.get("negatives", [])
-    if (not isinstance(negatives, list) or len(negatives) > MAX_NEGATIVES
-            or not all(isinstance(t, str) and t.strip() and len(t) <= MAX_TEXT for t in negatives)):
-        raise RequestError(400, f"'negatives' must be a list of at most {MAX_NEGATIVES} non-empty strings "
-                                f"(texts the region should not match)")
-    if "target" not in request:
-        raise RequestError(400, "missing 'target': an object index, a box [x0, y0, x1, y1], or null for "
-                                "the whole image")
-    target = request["target"]
-    if is_int(target):
-        if not 0 <= target < n:
-            raise RequestError(400, f"'target' {target}: the graph has {n} objects (0-{n - 1})")
-    elif isinstance(target, list):
-        ok = len(target) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                      and math.isfinite(v) for v in target)
-        if not ok or not (0 <= target[0] < target[2] <= 1 and 0 <= target[1] < target[3] <= 1):
-            raise RequestError(400, f"'target' box {str(target)[:80]}: expected [x0, y0, x1, y1] with "
-                                    "0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
-        target = [float(v) for v in target]
-    elif target is not None:
-        raise RequestError(400, "'target' must be an object index, a box [x0, y0, x1, y1], or null")
+    target = request.target
+    if isinstance(target, int) and not target < n:
+        raise RequestError(400, f"'target' {target}: the graph has {n} objects (0-{n - 1})")
     options: dict[str, Any] = dict(defaults or {})
-    for name, low, high in (("steps", 0, MAX_STEPS), ("restarts", 1, MAX_RESTARTS)):
-        if name in request:
-            value = request[name]
-            if not is_int(value) or not low <= value <= high:
-                raise RequestError(400, f"'{name}' must be an integer from {low} to {high}, got "
-                                        f"{str(value)[:40]}")
+    for name in ("steps", "restarts", "modulation"):
+        value = getattr(request, name)
+        if value is not None:
             options[name] = value
-    if "modulation" in request:
-        if not isinstance(request["modulation"], bool):
-            raise RequestError(400, "'modulation' must be true or false")
-        options["modulation"] = request["modulation"]
     if service.model.style_dim == 0 and not options.get("modulation"):
         raise RequestError(400, "'modulation' must be true: this model has no style codes to edit")
-    return EditRequest(scene, " ".join(text.split()), [" ".join(t.split()) for t in negatives], target, options)
+    return EditRequest(scene, request.text, list(request.negatives), target, options)
 
 
 def check_edit_options(options: dict) -> dict:
-    """``edit_options`` for :func:`make_server`: keyword arguments of ``edit_image`` that a server
+    """``edit_options`` for :func:`~.server.build_app`: keyword arguments of ``edit_image`` that a server
     may fix (not those each request or the server itself gives), steps and restarts in bounds."""
     import inspect
 
@@ -162,11 +131,11 @@ class EditJobs:
         self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix="layout2img-edit")
         self._closed = False
 
-    def submit(self, request: Any) -> dict:
+    def submit(self, request: EditBody) -> dict:
+        edit = parse_edit(self.service, request, self.defaults)  # a bad request is told so, CLIP or not
         if not self.service.can_edit:
             raise RequestError(409, "region editing is not available: this model has no text encoder "
                                     "(start the server with --clip DIR)")
-        edit = parse_edit(self.service, request, self.defaults)
         with self._lock:
             self._expire()
             active = sum(job.state not in FINISHED for job in self._jobs.values())

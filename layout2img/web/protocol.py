@@ -1,12 +1,9 @@
-"""The editor API's request rules: refusals (``RequestError``), which hosts may ask, seed fields, PNG answers."""
+"""The editor API's request rules: refusals (``RequestError``), which hosts may ask, PNG answers."""
 from __future__ import annotations
 
 import ipaddress
-import json
-from typing import Any
 from urllib.parse import urlsplit
 
-MAX_SEED = 2**63 - 1
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -31,18 +28,6 @@ def png_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def is_int(v: Any) -> bool:
-    """An int that is not a bool."""
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def parse_seed(v: Any, what: str) -> int:
-    """A seed field of a request, checked (RequestError 400 naming ``what``)."""
-    if not is_int(v) or not 0 <= v <= MAX_SEED:
-        raise RequestError(400, f"{what} must be an integer between 0 and 2**63-1, got {json.dumps(v)[:40]}")
-    return v
-
-
 def is_loopback(host: str) -> bool:
     """Whether a host name or address is this machine's loopback."""
     if host in LOOPBACK_NAMES:
@@ -56,7 +41,10 @@ def is_loopback(host: str) -> bool:
 def host_name(header: str) -> str:
     """The host name of a Host header or an Origin URL, without the port."""
     if "://" in header:
-        return (urlsplit(header).hostname or "").lower()
+        try:
+            return (urlsplit(header).hostname or "").lower()
+        except ValueError:  # e.g. an unclosed IPv6 bracket: no host this server knows
+            return ""
     header = header.strip().lower()
     if header.startswith("["):
         return header[1:].split("]", 1)[0]

@@ -1,35 +1,37 @@
-"""The editor's model service: request parsing, the model's turns, and /api/generate (no HTTP here).
+"""The editor's model service: a request's scene, the model's turns, and /api/generate (no HTTP here).
 
-A request describes one scene as the page shows it: ``graph`` (sg2im form; its ``boxes`` may
-hold ``null`` for objects whose box is predicted), ``seed``, ``layout_seed`` (a layout sampler
-draws the free boxes from it, around the pinned ones; default: ``seed``; "New layout" on the page
-sends another), ``style_seeds`` (one integer per
-object: its style code is drawn from it, so one object can be restyled alone) and
-``style_codes`` (one explicit code or ``null`` per object: codes an edit found, which override
-the seeds). Seeds draw codes as the server's ``--style`` says (a random one of the class's
-fitted style clusters, or N(0, I)); ``/api/styles`` gives each class's clusters with a colour
-swatch apiece (:mod:`.styles`). Generate requests and edit steps take turns on the model
-(:class:`ModelTurns`).
+A request (:class:`~.models.SceneRequest`) describes one scene as the page shows it: ``graph``
+(sg2im form; its ``boxes`` may hold ``null`` for objects whose box is predicted), ``seed``,
+``layout_seed`` (a layout sampler draws the free boxes from it, around the pinned ones; default:
+``seed``; "New layout" on the page sends another), ``style_seeds`` (one integer per object: its
+style code is drawn from it, so one object can be restyled alone) and ``style_codes`` (one
+explicit code or ``null`` per object: codes an edit found, which override the seeds). Seeds draw
+codes as the server's ``--style`` says (a random one of the class's fitted style clusters, or
+N(0, I)); ``/api/styles`` gives each class's clusters with a colour swatch apiece (:mod:`.styles`).
+
+Generate requests that arrive together run as one batch of the model (:class:`~.scheduler.Batcher`):
+each request's layout and style codes are settled alone first, exactly as without company, and
+only the drawing is shared. Requests whose codes come from their ``seed`` (no ``style_seeds``)
+draw them inside the model call from one random generator, so they run alone. Generate
+batches and edit steps take turns on the model (:class:`~.scheduler.ModelTurns`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import GraphError
-from .protocol import RequestError, parse_seed, png_data_url
+from .models import SceneRequest
+from .protocol import RequestError, png_data_url
+from .scheduler import MAX_BATCH, MAX_WAIT, Batcher, ModelTurns
 
 MAX_BODY = 64 * 1024
 MAX_WAITING = 16
-#: The largest magnitude of one value of an explicit style code (codes are about N(0, I)).
-MAX_CODE_VALUE = 100.0
-SCENE_FIELDS = ("graph", "seed", "layout_seed", "style_seeds", "style_codes")
 #: Side of the layout pictures the page shows under its boxes.
 PICTURE_SIDE = 256
 
@@ -39,69 +41,6 @@ def valid_box(box) -> list[float]:
     x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in box)
     x0, y0 = min(x0, 1 - 1e-3), min(y0, 1 - 1e-3)
     return [x0, y0, max(x1, x0 + 1e-3), max(y1, y0 + 1e-3)]
-
-
-class ModelTurns:
-    """One model, several callers, one at a time: a waiting request (``request()``) goes before
-    background work (``background()``, edit jobs), and background work that holds its turn for
-    long calls ``pause()`` between steps, so a generate request waits one edit step, not a whole
-    edit. Background turns are served in arrival order, so concurrent edits alternate steps."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._held = False
-        self._requests_waiting = 0
-        self._background: deque[int] = deque()  # tickets of waiting background work, in order
-        self._next_ticket = 0
-
-    @contextlib.contextmanager
-    def request(self):
-        with self._cond:
-            self._requests_waiting += 1
-            try:
-                while self._held:
-                    self._cond.wait()
-            finally:
-                self._requests_waiting -= 1
-            self._held = True
-        try:
-            yield
-        finally:
-            self._release()
-
-    @contextlib.contextmanager
-    def background(self):
-        self._acquire_background()
-        try:
-            yield
-        finally:
-            self._release()
-
-    def pause(self) -> None:
-        """Let everything waiting go first, then take the turn back (call while holding one)."""
-        with self._cond:
-            if not self._requests_waiting and not self._background:
-                return
-        self._release()
-        self._acquire_background()
-
-    def _acquire_background(self) -> None:
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._background.append(ticket)
-            try:
-                while self._held or self._requests_waiting or self._background[0] != ticket:
-                    self._cond.wait()
-            finally:
-                self._background.remove(ticket)
-            self._held = True
-            self._cond.notify_all()  # the next ticket is first in line now
-
-    def _release(self) -> None:
-        with self._cond:
-            self._held = False
-            self._cond.notify_all()
 
 
 @dataclass
@@ -121,24 +60,32 @@ class ModelService:
     """A model, its turns, and the logic of /api/generate."""
 
     def __init__(self, model, max_objects: int | None = None, checkpoint: str | None = None,
-                 max_waiting: int = MAX_WAITING, clip=None, clip_spec: str | None = None, style: str = "auto"):
-        from ..generate import resolve_style
+                 max_waiting: int = MAX_WAITING, clip=None, clip_spec: str | None = None, style: str = "auto",
+                 max_batch: int = MAX_BATCH, max_wait: float = MAX_WAIT):
+        from ..pipeline.inputs import resolve_style_source
         from ..graph import DEFAULT_MAX_OBJECTS
         from .styles import StyleSwatches
 
         self.model = model
         self.checkpoint = checkpoint
         #: How seeds draw style codes: 'cluster' or 'sample' (``--style``, resolved for this model).
-        self.style_source = resolve_style(model, style, checkpoint)
+        self.style_source = resolve_style_source(model, style, checkpoint)
         self.swatches = StyleSwatches(model)
         self.clip = clip  # a TextEncoder given by `serve --clip` (guides edits), or None
         self.clip_spec = clip_spec
         self.max_objects = DEFAULT_MAX_OBJECTS if max_objects is None else max_objects
         self.max_waiting = max_waiting
         self.turns = ModelTurns()
+        self.batcher = Batcher(self.turns, self._run_batch, max_batch=max_batch, max_wait=max_wait)
         self._waiting = 0
         self._waiting_lock = threading.Lock()
         self._predicted: OrderedDict[str, list[list[float]]] = OrderedDict()  # graph structure -> boxes
+
+    @property
+    def waiting(self) -> int:
+        """Requests admitted and not yet answered (at most ``max_waiting``)."""
+        with self._waiting_lock:
+            return self._waiting
 
     @property
     def has_text(self) -> bool:
@@ -149,7 +96,7 @@ class ModelService:
         return self.clip is not None or self.has_text
 
     def info(self) -> dict:
-        from .. import __version__
+        from ..version import __version__
         from ..vocab import IMAGE_OBJECT, IN_IMAGE
 
         vocab = self.model.vocab
@@ -174,27 +121,16 @@ class ModelService:
             "region_edit_reason": edit_reason,
             "edit_clip": self.clip_spec if self.clip is not None else ("the model's text encoder" if self.has_text
                                                                        else None),
-            "max_objects": self.max_objects, "max_body": MAX_BODY,
+            "max_objects": self.max_objects, "max_body": MAX_BODY, "max_batch": self.batcher.max_batch,
         }
 
     # -- parsing ---------------------------------------------------------------------------------
-    def parse_scene(self, request: Any, fields: tuple[str, ...] = SCENE_FIELDS) -> Scene:
-        """The scene of a request whose known fields are ``fields`` (RequestError 400 otherwise)."""
+    def parse_scene(self, request: SceneRequest) -> Scene:
+        """The scene of a request whose fields pydantic has checked (RequestError 400 for what
+        depends on the model or the graph: the vocabulary, the number of objects, text)."""
         from ..graph import validate_data
 
-        if not isinstance(request, dict):
-            raise RequestError(400, "the request must be a JSON object with a 'graph'")
-        unknown = [k for k in request if k not in fields]
-        if unknown:
-            raise RequestError(400, f"unknown field {unknown[0]!r} (known: {', '.join(fields)})")
-        if "graph" not in request:
-            raise RequestError(400, "missing 'graph' (a scene graph in sg2im form)")
-        data = request["graph"]
-        if not isinstance(data, dict):
-            raise RequestError(400, "'graph' must be one scene graph (a JSON object with 'objects')")
-        seed = parse_seed(request.get("seed", 0), "'seed'")
-        layout_seed = parse_seed(request.get("layout_seed", seed), "'layout_seed'")
-        data = dict(data)
+        data = dict(request.graph)
         boxes = data.pop("boxes", None)  # may hold nulls here: checked on their own below
         warnings: list[str] = []
         graphs, errors = validate_data(data, self.model.vocab, self.max_objects, source="request",
@@ -204,12 +140,10 @@ class ModelService:
         graph = graphs[0]
         n = graph.num_objects
         pinned = self._pinned_boxes(graph, boxes)
-        style_seeds = request.get("style_seeds")
-        if style_seeds is not None:
-            if not isinstance(style_seeds, list) or len(style_seeds) != n:
-                raise RequestError(400, f"'style_seeds' must be a list with one integer per object ({n})")
-            style_seeds = [parse_seed(s, f"style_seeds[{i}]") for i, s in enumerate(style_seeds)]
-        style_codes = self._style_codes(request.get("style_codes"), n, style_seeds is not None)
+        style_seeds = request.style_seeds
+        if style_seeds is not None and len(style_seeds) != n:
+            raise RequestError(400, f"'style_seeds' must be a list with one integer per object ({n})")
+        style_codes = self._style_codes(request.style_codes, n, style_seeds is not None)
         if not self.has_text:
             texts = [t for t in graph.descriptions if t is not None and t.strip()]
             if (graph.caption or "").strip() or texts:
@@ -220,7 +154,8 @@ class ModelService:
             graph.caption = None
             for i in range(n):
                 graph.set_description(i, None)
-        return Scene(graph, pinned, seed, style_seeds, style_codes, warnings, layout_seed)
+        layout_seed = request.seed if request.layout_seed is None else request.layout_seed
+        return Scene(graph, pinned, request.seed, style_seeds, style_codes, warnings, layout_seed)
 
     @staticmethod
     def _pinned_boxes(graph, boxes) -> list | None:
@@ -244,25 +179,20 @@ class ModelService:
             graph.set_box(i, None)
         return pinned
 
-    def _style_codes(self, codes: Any, n: int, have_seeds: bool) -> list | None:
+    def _style_codes(self, codes: list | None, n: int, have_seeds: bool) -> list | None:
         if codes is None:
             return None
         dim = self.model.style_dim
         if dim == 0:
             raise RequestError(400, "'style_codes': this model has no style codes (style_dim 0)")
-        if not isinstance(codes, list) or len(codes) != n:
+        if len(codes) != n:
             raise RequestError(400, f"'style_codes' must be a list with one code (or null) per object ({n})")
         for i, code in enumerate(codes):
-            if code is None:
-                if not have_seeds:
-                    raise RequestError(400, f"style_codes[{i}] is null: give 'style_seeds' for the objects "
-                                            "without a code")
-                continue
-            if (not isinstance(code, list) or len(code) != dim
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               and abs(v) <= MAX_CODE_VALUE for v in code)):
-                raise RequestError(400, f"style_codes[{i}] must be a list of {dim} finite numbers within "
-                                        f"+-{MAX_CODE_VALUE:g}")
+            if code is None and not have_seeds:
+                raise RequestError(400, f"style_codes[{i}] is null: give 'style_seeds' for the objects "
+                                        "without a code")
+            if code is not None and len(code) != dim:
+                raise RequestError(400, f"style_codes[{i}] must be a list of {dim} finite numbers, got {len(code)}")
         return codes
 
     # -- running the model (call with a turn held) ---------------------------------------------
@@ -327,18 +257,53 @@ class ModelService:
         return value
 
     # -- /api/generate ---------------------------------------------------------------------------
-    def generate(self, request: Any) -> dict:
+    def generate(self, request: SceneRequest) -> dict:
         scene = self.parse_scene(request)
-        with self._turn():
-            started = time.perf_counter()
-            codes = self.scene_codes(scene)
-            graph = self.layout_graph(scene, codes)
-            out = self.model.generate([graph], seed=scene.seed, return_output=True,
-                                      style_codes=None if codes is None else [codes], style_source=self.style_source)
+        with self._admitted():
+            drawn, size = self.batcher.submit(self._batch_key(scene), scene)
+        return self._response(scene, drawn, size)
+
+    def _batch_key(self, scene: Scene):
+        """What one model call's scenes must share. Explicit codes leave the call's random
+        generator to the layout sampler's noise, which follows ``seed``; codes drawn from the seed
+        would come from one generator shared by the batch, so such a scene runs alone."""
+        if scene.style_seeds is None and scene.style_codes is None and self.model.style_dim > 0:
+            return self.batcher.solo_key()
+        return ("seed", scene.seed if self.model.samples_layouts else None)
+
+    def _run_batch(self, scenes: Sequence[Scene]) -> list:
+        """One model call for scenes that share a batch key (a request turn held): per scene
+        ``(image, boxes, masks, seconds)`` or the exception that scene raised."""
+        started = time.perf_counter()
+        outcomes: list[Any] = [None] * len(scenes)
+        ready = []  # (index, graph, codes) of the scenes whose layout is settled
+        for i, scene in enumerate(scenes):
+            try:
+                codes = self.scene_codes(scene)
+                ready.append((i, self.layout_graph(scene, codes), codes))
+            except Exception as e:  # that scene's failure, not its companions'
+                outcomes[i] = e
+        if not ready:
+            return outcomes
+        graphs = [graph for _, graph, _ in ready]
+        codes = None if ready[0][2] is None else [c for _, _, c in ready]
+        try:
+            out = self.model.generate(graphs, seed=scenes[ready[0][0]].seed, return_output=True,
+                                      style_codes=codes, style_source=self.style_source)
+        except Exception:
+            if len(scenes) == 1:
+                raise
+            return [self._alone(scene) for scene in scenes]  # only the culprit fails
+        seconds = time.perf_counter() - started
+        row = 0
+        for k, (i, graph, _) in enumerate(ready):
             n = graph.num_objects
-            if scene.pinned is None:
-                self._remember(self._structure_key(scene.graph), out.boxes[:n])
-            return self._response(scene, out, out.boxes[:n].cpu(), time.perf_counter() - started)
+            boxes, masks = out.boxes[row:row + n].detach().cpu(), out.masks[row:row + n].detach().cpu()
+            row += n + 1  # each graph's __image__ follows its objects
+            if scenes[i].pinned is None:
+                self._remember(self._structure_key(scenes[i].graph), boxes)
+            outcomes[i] = (out.images[k].detach().cpu(), boxes, masks, seconds)
+        return outcomes
 
     # -- /api/styles -----------------------------------------------------------------------------
     def styles(self, name: Any) -> dict:
@@ -348,33 +313,45 @@ class ModelService:
         with self._turn():
             return self.swatches.for_class(name)
 
+    def _alone(self, scene: Scene):
+        try:
+            return self._run_batch([scene])[0]
+        except Exception as e:
+            return e
+
     @contextlib.contextmanager
     def _turn(self):
-        """A request's turn on the model; refuse (429) rather than queue without bound."""
+        """A request's own turn on the model (admitted first)."""
+        with self._admitted(), self.turns.request():
+            yield
+
+    @contextlib.contextmanager
+    def _admitted(self):
+        """Count a request in; refuse (429) rather than queue without bound."""
         with self._waiting_lock:
             if self._waiting >= self.max_waiting:
                 raise RequestError(429, "the server is busy (too many requests waiting); try again",
                                    headers={"Retry-After": "1"})
             self._waiting += 1
         try:
-            with self.turns.request():
-                yield
+            yield
         finally:
             with self._waiting_lock:
                 self._waiting -= 1
 
-    def _response(self, scene: Scene, out, boxes, seconds) -> dict:
+    def _response(self, scene: Scene, drawn: tuple, batch: int) -> dict:
+        """The answer to a generate request, drawn off the model's turn (pictures and PNGs)."""
         from ..generate import layout_picture, to_image
         from ..visualize import draw_layout, label_color
 
+        image, boxes, masks, seconds = drawn
         graph, pinned = scene.graph, scene.pinned
         n = graph.num_objects
-        masks = out.masks[:n].detach().cpu()
         colors = [label_color(name) for name in graph.objects]
         shapes = draw_layout(None, boxes, labels=None, masks=masks, colors=colors, width=0, size=PICTURE_SIDE,
                              min_side=PICTURE_SIDE, mask_alpha=0.55)
         return {
-            "image": png_data_url(to_image(out.images[0])),
+            "image": png_data_url(to_image(image)),
             "layout_image": png_data_url(layout_picture(boxes, masks, graph.objects, PICTURE_SIDE)),
             "masks_image": png_data_url(shapes),
             "boxes": [[round(float(v), 4) for v in b] for b in boxes.tolist()],
@@ -386,4 +363,5 @@ class ModelService:
             "style_seeds": scene.style_seeds,
             "warnings": scene.warnings,
             "ms": round(seconds * 1000, 1),
+            "batch": batch,
         }

@@ -1,0 +1,93 @@
+"""The GAN step's losses: terms live in training/objective.py, the trainer's step reads like the data flow."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from layout2img.config import load_config
+from layout2img.training import objective
+from layout2img.training.trainer import Trainer
+
+
+@pytest.fixture()
+def trainer(tiny_shapes, tmp_path):
+    t = Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "run", max_steps=2)))
+    yield t
+    t.close()
+
+
+def _batch(t: Trainer):
+    from layout2img.data.batch import collate
+
+    return collate([t.train_set[i] for i in range(4)]).to(t.device)
+
+
+def test_train_step_is_short_and_reads_as_the_data_flow():
+    src = inspect.getsource(Trainer.train_step).splitlines()
+    assert len(src) <= 40, f"train_step is {len(src)} lines"
+    body = "\n".join(src)
+    order = ["self.forward(", "generator_losses(", "self.backward(self.opt_g", "discriminator_losses(",
+             "self.backward(self.opt_d", "self.opt_g.step()", "self.opt_d.step()", "update_ema("]
+    positions = [body.index(name) for name in order]
+    assert positions == sorted(positions)
+
+
+def test_a_new_generator_term_is_one_function(trainer, monkeypatch):
+    """Appending a term to GENERATOR_TERMS adds its loss to the step (and to g_total) and its gradient
+    reaches the generator - nothing in the trainer changes."""
+    batch = _batch(trainer)
+
+    def brightness(obj, step):  # a made-up term: pull the fake's mean brightness to the real one's
+        return {"g_brightness": 3.0 * (step.fake.mean() - step.real.mean()).abs()}
+
+    monkeypatch.setattr(objective, "GENERATOR_TERMS", objective.GENERATOR_TERMS + (brightness,))
+    values = trainer.train_step(batch)
+    assert "g_brightness" in values and values["g_brightness"] > 0
+    parts = sum(v for k, v in values.items() if not k.startswith("d_") and k != "g_total")
+    assert values["g_total"] == pytest.approx(parts, rel=1e-5)
+
+
+def test_generator_terms_match_the_config_weights(trainer):
+    """Every term the default tiny run uses is there, each scaled by its loss.* weight."""
+    batch = _batch(trainer)
+    texts = trainer.encode_texts(batch)
+    step = trainer.forward(batch, texts)
+    losses = trainer.objective.generator_losses(step)
+    assert {"g_gan", "g_feat", "g_l1", "box", "mask", "kl"} <= set(losses)
+    l1 = (step.fake.float() - step.real.float()).abs().mean()
+    assert float(losses["g_l1"].detach()) == pytest.approx(trainer.loss_weights.lambda_l1 * float(l1.detach()), rel=1e-6)
+    trainer.objective.weights.lambda_l1 = 0.0  # a weight of 0 switches its term off
+    assert "g_l1" not in trainer.objective.generator_losses(step)
+
+
+def test_discriminators_are_frozen_only_during_the_generator_losses(trainer):
+    batch = _batch(trainer)
+    seen = {}
+    d_image = trainer.objective.d_image_frozen
+    original = d_image.forward
+
+    def spy(*a, **k):
+        seen.setdefault("flags", []).append(all(p.requires_grad for p in d_image.parameters()))
+        return original(*a, **k)
+
+    d_image.forward = spy
+    trainer.train_step(batch)
+    # generator losses (D frozen: adversarial + feature matching's real pass) first, then the D step
+    assert seen["flags"][0] is False and seen["flags"][-1] is True
+    assert all(p.grad is not None for p in d_image.parameters())
+    assert all(p.requires_grad for p in d_image.parameters())
+
+
+def test_object_discriminator_terms_for_both_players(tiny_shapes, tmp_path):
+    t = Trainer(load_config(None, tiny_overrides(tiny_shapes, tmp_path / "o", **{"discriminator.object": "{ndf: 8}"})))
+    try:
+        values = t.train_step(_batch(t))
+        assert {"g_obj", "g_obj_aux", "d_obj", "d_obj_aux"} <= set(values)
+        assert all(torch.isfinite(torch.tensor(v)) for v in values.values())
+        # the object D's auxiliary classifier: cross entropy over the 8 Shapes classes starts near log(K)
+        assert 0.5 < values["d_obj_aux"] < 5.0
+    finally:
+        t.close()
