@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheel as a user gets it: build a wheel from the repository, install it into a fresh venv and,
 # from an empty folder (nothing can come from the checkout: configs, web files, vocabularies), run
-# train, generate, evaluate, serve and train-clip at toy sizes. Run by .ci/run after pytest, with
+# train, generate, evaluate, serve and train-clip at toy sizes. Run by .ci/run before pytest, with
 # the CI venv active (the wheel's declared dependencies are hard-linked from it: .ci/link_deps.py).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO))
 
 from layout2img.data.shapes_render import COLOR_RGB  # noqa: E402
 from layout2img.errors import Layout2ImgError  # noqa: E402
-from layout2img.io import atomic_write_text  # noqa: E402
+from layout2img.io import IMAGE_SUFFIXES, atomic_write_text  # noqa: E402
 from layout2img.vocab import SHAPES_THINGS  # noqa: E402
 from machine import check_quiet, machine, machine_line  # noqa: E402  (benchmarks/machine.py)
 
@@ -260,11 +260,14 @@ def run_edits(model, clip, cases: list[Case], setting: dict, args, examples: lis
 def summarize_edits(cases: list[dict]) -> dict:
     """Success (both judges), change outside and inside, time and steps per edit."""
     n = len(cases)
-    per_target = {}
+    per_target, per_class, confusion = {}, {}, {}
     for c in cases:
-        s = per_target.setdefault(c["target"], [0, 0])
-        s[0] += c["success"]
-        s[1] += 1
+        for table, key in ((per_target, c["target"]), (per_class, c["shape"])):
+            s = table.setdefault(key, [0, 0])
+            s[0] += c["success"]
+            s[1] += 1
+        row = confusion.setdefault(c["target"], {})
+        row[c["result_color"]] = row.get(c["result_color"], 0) + 1
     return {
         "success_rate": sum(c["success"] for c in cases) / n,
         "success_rate_mean_rgb_judge": sum(c["success_mean_rgb"] for c in cases) / n,
@@ -279,6 +282,8 @@ def summarize_edits(cases: list[dict]) -> dict:
         "original_color_matches_description": (sum(c["original_color"] == c["gt_color"] for c in cases)
                                                / max(1, sum(c["gt_color"] is not None for c in cases))),
         "success_by_target_color": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_target.items())},
+        "success_by_class": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_class.items())},
+        "confusion_asked_to_got": {k: dict(sorted(v.items())) for k, v in sorted(confusion.items())},
         "num_cases": n,
     }
 
@@ -291,6 +296,29 @@ def grid_row(label: str, summary: dict, line: str) -> str:
     return (f"| {label} | {100 * summary['success_rate']:.1f} % | {summary['median_seconds_per_edit']:.2f} "
             f"| {summary['median_cpu_seconds_per_edit']:.2f} | {summary['median_steps_per_edit']:g} "
             f"| {summary['num_cases']} | {line} |")
+
+
+def confusion_table(summary: dict) -> str:
+    """The confusion of a summary as markdown: one row per colour asked, one column per colour got."""
+    table = summary["confusion_asked_to_got"]
+    got = sorted({g for row in table.values() for g in row})
+    lines = ["| asked \\ got | " + " | ".join(got) + " | success |", "|---" * (len(got) + 2) + "|"]
+    for asked, row in table.items():
+        lines.append(f"| {asked} | " + " | ".join(str(row.get(g, 0)) for g in got)
+                     + f" | {summary['success_by_target_color'][asked]} |")
+    return "\n".join(lines)
+
+
+def check_args(args) -> None:
+    """ValueError (one line naming the option) for values that would fail later, after a model load."""
+    if args.examples is not None and Path(args.examples).suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--examples {args.examples}: expected an image file name ending in "
+                         f"{', '.join(IMAGE_SUFFIXES)} (the grid of the first 8 cases is written there)")
+    for name in ("num_cases", "steps", "restarts", "augment"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.start < 0 or args.min_pixels < 1:
+        raise ValueError("--start must be >= 0 and --min-pixels >= 1")
 
 
 def main(argv=None) -> int:
@@ -323,7 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", nargs="+", default=None, metavar="RxS[:pN][:sN][:aN][:lrX]",
                     help="run the cases once per setting and report success against time per edit")
     ap.add_argument("--seed", type=int, default=0, help="target colours are drawn with this seed")
-    ap.add_argument("--examples", default=None, help="a PNG grid of the first 8 cases (original | edited)")
+    ap.add_argument("--examples", default=None, metavar="FILE.png",
+                    help="an image FILE (.png, .jpg, ...) to write with the first 8 cases (original | edited)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--max-seconds", type=float, default=0,
                     help="start no new case after this long, per setting (0: no limit)")
@@ -331,6 +360,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         grid = [(spec, parse_setting(spec)) for spec in args.grid] if args.grid else [("flags", {})]
+        check_args(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -384,6 +414,8 @@ def main(argv=None) -> int:
         save_grid(args.examples, examples)
     text = json.dumps(report, indent=1)
     print(json.dumps({k: v for k, v in report.items() if k != "cases"}, indent=1))
+    if not args.grid:
+        print(confusion_table(report))
     if args.grid:
         print(GRID_HEADER)
         print("\n".join(grid_row(g["setting"], g, machine_line(record)) for g in report["grid"]))
