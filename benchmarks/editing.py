@@ -218,7 +218,7 @@ def run_edits(model, clip, cases: list[Case], setting: dict, args, examples: lis
     cfg = {"steps": args.steps, "lr": args.lr, "strength": args.strength, "preserve_weight": args.preserve_weight,
            "modulation": args.modulation, "modulation_at": args.modulation_at, "augment": args.augment,
            "jitter": args.jitter, "restarts": args.restarts, "patience": args.patience, "screen": args.screen,
-           **setting}
+           "cluster_starts": args.cluster_starts, "auto_negatives": args.auto_negatives, **setting}
     results = []
     t0 = time.perf_counter()
     for case in cases:
@@ -346,6 +346,10 @@ def main(argv=None) -> int:
     ap.add_argument("--screen", type=int, default=EditSettings.screen,
                     help="random starts scored before the later runs, which start from the best of them")
     ap.add_argument("--jitter", type=float, default=EditSettings.jitter, help="view jitter (fraction of the box)")
+    ap.add_argument("--cluster-starts", default=EditSettings.cluster_starts, action=argparse.BooleanOptionalAction,
+                    help="edit_image(cluster_starts=...): the class's style clusters scored as starts")
+    ap.add_argument("--auto-negatives", default=EditSettings.auto_negatives, action=argparse.BooleanOptionalAction,
+                    help="edit_image(auto_negatives=...): the other colours as negatives when none are given")
     ap.add_argument("--negatives", action="store_true",
                     help="pass the other 7 colours of the same shape as negatives (contrastive guidance)")
     ap.add_argument("--grid", nargs="+", default=None, metavar="RxS[:pN][:sN][:aN][:lrX]",
@@ -392,6 +396,7 @@ def main(argv=None) -> int:
         "preserve_weight": args.preserve_weight, "modulation": args.modulation, "modulation_at": args.modulation_at,
         "augment": args.augment, "jitter": args.jitter, "restarts": args.restarts, "patience": args.patience,
         "screen": args.screen, "negatives": "the 7 other colours, same shape" if args.negatives else None,
+        "cluster_starts": args.cluster_starts, "auto_negatives": args.auto_negatives,
         "seed": args.seed, "judge": JUDGE_PROTOCOL["pixel_vote"], "second_judge": JUDGE_PROTOCOL["mean_rgb"],
         "outside": "mean |edited - original| in [0, 1] over pixels outside the object's mask (3 channels)",
         "time": "per edit_image call: wall (perf_counter) and CPU (process_time, all threads) seconds",

@@ -309,3 +309,64 @@ def test_screened_starts_begin_the_later_runs_from_the_best_draw(model, clip):
     assert first_screened < first_plain
     with pytest.raises(ConfigError, match="screen must be a non-negative integer"):
         edit_image(model, GRAPH, target=0, text="a green circle", screen=1.5, clip=clip, progress=False)
+
+
+class ColourCLIP:
+    """A stand-in CLIP that sees only colour: an image crop embeds as its mean RGB (unit length);
+    every text embeds as the colour it was built with. Enough to test how an edit searches."""
+
+    image_size, model = 16, None
+
+    def __init__(self, rgb: torch.Tensor):
+        self.rgb = torch.nn.functional.normalize(rgb.float(), dim=0)
+
+    def to(self, device):
+        return self
+
+    def encode_text(self, texts):
+        return self.rgb[None].repeat(len(texts), 1)
+
+    def encode_image(self, crops):
+        return torch.nn.functional.normalize(crops.float().mean(dim=(2, 3)), dim=1)
+
+
+def test_a_cluster_start_reaches_a_colour_the_random_start_misses(model, monkeypatch):
+    import layout2img.editing.edit as edit_module
+
+    graph = {**GRAPH, "objects": ["circle", "square", "sky", "grass"]}
+    circle = model.vocab.object_index("circle")
+    codes = torch.randn(64, TINY["style_dim"], generator=torch.Generator().manual_seed(1)) * 3
+    model.style_clusters.fit(codes, torch.full((64,), circle), generator=torch.Generator().manual_seed(0))
+    base = model.generate(graph, seed=3, return_output=True)
+    region = base.layout.geometry.weights[0] > 0.5
+
+    def colour(image):
+        return image[:, region].mean(dim=1)
+
+    centres = [model.style_clusters.centre(circle, j) for j in range(int(model.style_clusters.counts[circle]))]
+    renders = []
+    for centre in centres:  # what each cluster paints the circle
+        fixed = base.style_codes[:4].clone()
+        fixed[0] = centre
+        renders.append(colour(model.generate(graph, seed=3, style_codes=fixed)[0]))
+    start = colour(base.images[0])
+    far = max(range(len(centres)), key=lambda j: float((renders[j] - start).norm()))
+    monkeypatch.setattr(edit_module, "guidance_encoder", lambda model, clip: ColourCLIP(renders[far]))
+    common = dict(seed=3, target=0, text="a circle that colour", steps=0, restarts=1, modulation=False,
+                  auto_negatives=False, progress=False)
+
+    found = edit_image(model, graph, cluster_starts=True, **common)
+    assert found.improved and torch.allclose(found.style_codes[0], centres[far])
+    assert float((colour(found.edited) - renders[far]).norm()) < 1e-4
+    missed = edit_image(model, graph, cluster_starts=False, **common)  # from the original: no such colour
+    assert not missed.improved and float((colour(missed.edited) - renders[far]).norm()) > 0.05
+
+
+def test_a_text_naming_one_colour_gets_the_other_colours_as_negatives(model):
+    from layout2img.editing.edit import colour_negatives
+
+    # the Shapes vocabulary's colours (its attributes), the named one left out
+    assert sorted(colour_negatives("a White cross", model.vocab)) == sorted(
+        f"a {c} cross" for c in ("red", "orange", "yellow", "green", "blue", "purple", "black"))
+    assert colour_negatives("a circle", model.vocab) == []  # no colour named: nothing to contrast
+    assert colour_negatives("a red and blue circle", model.vocab) == []

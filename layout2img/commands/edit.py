@@ -60,6 +60,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help=f"score N random starts with a forward pass; later runs start from the best (default {d.screen})")
     e.add_argument("--views", type=int, default=d.augment, metavar="N",
                    help=f"jittered views of the region CLIP scores each step (default {d.augment})")
+    e.add_argument("--cluster-starts", default=d.cluster_starts, action=argparse.BooleanOptionalAction,
+                   help="score the class's fitted style clusters as starts beside the original (default on)")
+    e.add_argument("--auto-negatives", default=d.auto_negatives, action=argparse.BooleanOptionalAction,
+                   help="without --negative: the text with each other colour is a negative (default on)")
     e.add_argument("--negative", action="append", default=[], metavar="TEXT",
                    help='a text the region should not match, e.g. "a red circle" (repeatable)')
     e.add_argument("--clip", default=None, metavar="SPEC",
@@ -101,6 +105,7 @@ def run(args) -> int:
                         steps=args.steps, lr=args.lr, strength=args.strength, preserve_weight=args.preserve_weight,
                         modulation=args.modulation, modulation_at=args.modulation_at, restarts=args.restarts,
                         patience=args.patience, screen=args.screen, augment=args.views, negatives=args.negative,
+                        cluster_starts=args.cluster_starts, auto_negatives=args.auto_negatives,
                         clip=args.clip, progress=True)
     written = [(args.out, result.image)] if result.improved else []
     if args.save_original:

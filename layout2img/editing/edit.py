@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -13,7 +14,7 @@ from ..graph import SceneGraph
 from .guidance import Guidance, guidance_encoder
 from .region import EditRegion, Target
 from .search import EditObjective, EditRenderer, EditState, ProgressCallback, run_search
-from .settings import EditSettings
+from .settings import COLOUR_WORDS, EditSettings
 
 
 @dataclass
@@ -30,6 +31,7 @@ class EditResult:
     clip_before: float = math.nan  # CLIP similarity of the region with the text, before / after
     clip_after: float = math.nan
     improved: bool = False  # False: nothing scored better than the original, ``image`` is the original
+    negatives: list[str] = field(default_factory=list)  # the negatives used (given, or derived from the text)
 
 
 def _one_graph(model, graph) -> SceneGraph:
@@ -47,6 +49,37 @@ def _check_texts(text: Any, negatives: Any) -> None:
         raise ConfigError("edit: negatives must be a list of non-empty strings")
 
 
+def colour_negatives(text: str, vocab) -> list[str]:
+    """``text`` with its one colour word replaced by each other colour (the colours ``vocab``
+    lists as attributes, else :data:`COLOUR_WORDS`); none when the text names no colour or
+    several."""
+    named = {w for w in re.findall(r"[a-z]+", text.lower()) if w in COLOUR_WORDS}
+    if len(named) != 1:
+        return []
+    colour = named.pop()
+    known = [c for c in COLOUR_WORDS if c in getattr(vocab, "attribute_names", ())] or list(COLOUR_WORDS)
+    return [re.sub(rf"\b{colour}\b", c, text, flags=re.IGNORECASE) for c in known if c != colour]
+
+
+def cluster_candidates(model, graph: SceneGraph, rows: list[int], state: EditState,
+                       base_codes) -> list[dict[str, torch.Tensor]]:
+    """Starts at the fitted style clusters of the edited object's class (the data's own
+    appearances): each sets the object's code to one centre, the rest as in the original. None
+    for several objects, a model without fitted clusters or without style codes."""
+    clusters = model.style_clusters
+    if clusters is None or not clusters.fitted or len(rows) != 1 or "codes" not in state.tensors:
+        return []
+    row = rows[0]
+    cls = model.vocab.object_index(graph.objects[row])
+    zero = {name: torch.zeros_like(t) for name, t in state.snapshot().items()}
+    starts = []
+    for j in range(int(clusters.counts[cls])):
+        start = {name: t.clone() for name, t in zero.items()}
+        start["codes"][0] = clusters.centre(cls, j).to(base_codes) - base_codes[row]
+        starts.append(start)
+    return starts
+
+
 def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
                steps: int = EditSettings.steps, lr: float = EditSettings.lr, strength: float = EditSettings.strength,
                preserve_weight: float = EditSettings.preserve_weight, code_weight: float = EditSettings.code_weight,
@@ -56,6 +89,7 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
                modulation_at: str = EditSettings.modulation_at,
                restarts: int = EditSettings.restarts, init_scale: float = EditSettings.init_scale,
                patience: int = EditSettings.patience, screen: int = EditSettings.screen,
+               cluster_starts: bool = EditSettings.cluster_starts, auto_negatives: bool = EditSettings.auto_negatives,
                progress: bool = True, callback: ProgressCallback | None = None,
                style_codes: Any = None) -> EditResult:
     """Edit the image ``model.generate(graph, seed=seed)`` makes so its region matches ``text``.
@@ -89,6 +123,11 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
     best (the result is still the best state seen, never worse than the original by that
     score). ``screen`` > 0 first scores that many random starts (one forward each, no
     gradient) and starts the runs after the first from the best of them, not from fresh draws.
+    ``cluster_starts`` (one object edited, a model with fitted style clusters): the class's
+    cluster centres are scored as starts beside the original first, so a request the data
+    already covers ("a white cross") starts at a code the generator paints well.
+    ``auto_negatives``: without ``negatives``, a text naming one colour gets the same text with
+    each other colour as negatives (:func:`colour_negatives`).
 
     ``progress`` shows a tqdm bar. ``callback(info)`` is called after every step with
     ``{"restart": r, "restarts": R, "step": s, "steps": S, "clip": c, "best_clip": b}``
@@ -102,11 +141,13 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
     settings = EditSettings(steps=steps, lr=lr, strength=strength, preserve_weight=preserve_weight,
                             code_weight=code_weight, modulation=modulation, modulation_at=modulation_at, grow=grow,
                             feather=feather, augment=augment, jitter=jitter, restarts=restarts, init_scale=init_scale,
-                            patience=patience, screen=screen)
+                            patience=patience, screen=screen, cluster_starts=cluster_starts,
+                            auto_negatives=auto_negatives)
     if model.style_dim == 0 and not settings.modulation:
         raise ConfigError("edit: this model has no style codes (style_dim=0); only modulation=True can edit it")
     graph = _one_graph(model, graph)
     encoder = guidance_encoder(model, clip)
+    negatives = list(negatives) or (colour_negatives(text, model.vocab) if settings.auto_negatives else [])
 
     was_training = model.training
     model.eval()
@@ -125,7 +166,10 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
         render = EditRenderer(model, out, texts, where.rows, where.mask, settings.modulation_at,
                               film="film" in state.tensors)
         objective = EditObjective(guidance, original, where.mask, where.rows, settings)
-        outcome = run_search(state, render, objective, guidance, settings, seed, callback=callback, progress=progress)
+        candidates = (cluster_candidates(model, graph, where.rows, state, render.base_codes)
+                      if settings.cluster_starts and render.base_codes is not None else [])
+        outcome = run_search(state, render, objective, guidance, settings, seed, callback=callback, progress=progress,
+                             candidates=candidates)
         with torch.no_grad():
             edited, codes = render(outcome.best)
             image = (where.mask * edited + (1 - where.mask) * original).clamp(-1, 1)
@@ -134,6 +178,6 @@ def edit_image(model, graph, *, text: str, seed: int = 0, target: Target = None,
         return EditResult(image=image, original=original, mask=where.mask, region=where.region.detach(),
                           edited=edited, style_codes=codes[:graph.num_objects].detach() if codes is not None else None,
                           history=outcome.history, clip_before=clip_before, clip_after=clip_after,
-                          improved=outcome.improved)
+                          improved=outcome.improved, negatives=negatives)
     finally:
         model.train(was_training)

@@ -146,22 +146,34 @@ class SearchOutcome:
     improved: bool = False  # False: the original (restart 0, step 0) scored best
 
 
-def screen_starts(state: EditState, render: EditRenderer, objective: EditObjective, boxes: torch.Tensor,
-                  settings: EditSettings, rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    """``settings.screen`` random starts (drawn as restarts draw them), best first by the
-    selection loss on ``boxes``: one forward each, no gradient (cheaper than a step)."""
+def score_starts(render: EditRenderer, objective: EditObjective, boxes: torch.Tensor,
+                 snapshots: list[dict[str, torch.Tensor]]) -> list[tuple[float, dict[str, torch.Tensor]]]:
+    """(selection loss on ``boxes``, snapshot) of each start: one forward each, no gradient."""
     scored = []
+    for snapshot in snapshots:
+        with torch.inference_mode():
+            loss, _, _ = objective(*render(snapshot), boxes)
+        scored.append((float(loss), snapshot))
+    return scored
+
+
+def random_starts(state: EditState, settings: EditSettings, rng: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """``settings.screen`` random starts, drawn as restarts draw them."""
+    starts = []
     for _ in range(settings.screen):
         state.restart(rng, settings.init_scale)
-        with torch.inference_mode():
-            loss, _, _ = objective(*render(state.tensors), boxes)
-        scored.append((float(loss), len(scored), state.snapshot()))
-    return [snapshot for _, _, snapshot in sorted(scored, key=lambda c: c[:2])]
+        starts.append(state.snapshot())
+    return starts
+
+
+def best_first(scored: list[tuple[float, dict[str, torch.Tensor]]]) -> list[dict[str, torch.Tensor]]:
+    order = sorted(range(len(scored)), key=lambda i: (scored[i][0], i))
+    return [scored[i][1] for i in order]
 
 
 def run_search(state: EditState, render: EditRenderer, objective: EditObjective, guidance: Guidance,
                settings: EditSettings, seed: int, callback: ProgressCallback | None = None,
-               progress: bool = True) -> SearchOutcome:
+               progress: bool = True, candidates: list[dict[str, torch.Tensor]] = ()) -> SearchOutcome:
     """Adam on the state for ``steps`` steps, ``restarts`` times (the first run from the original,
     the others from random starts near it, drawn from ``seed``), keeping the state that scores
     best on one fixed set of views, checked every ``SELECT_EVERY`` steps and at the last.
@@ -171,6 +183,9 @@ def run_search(state: EditState, render: EditRenderer, objective: EditObjective,
     a run once that many checks in a row did not beat the run's best; ``screen`` > 0 scores that
     many random starts first and starts the later runs from the best of them. ``callback`` gets
     a progress dict after every step (step 0 is the run's start) and cancels with False.
+    ``candidates``: starts scored beside the original before the first run (e.g. the class's
+    style clusters): the first run starts from the best of them all, the later ones from the
+    best of the rest and of the screened random starts.
     """
     steps = settings.steps
     select_boxes = guidance.views(max(MIN_SELECTION_VIEWS, settings.augment))
@@ -180,11 +195,19 @@ def run_search(state: EditState, render: EditRenderer, objective: EditObjective,
     init_rng = torch.Generator(device="cpu").manual_seed(int(seed) + 1)
     runs = settings.restarts if steps > 0 else 1  # steps=0: the original, nothing else
     starts: list[dict[str, torch.Tensor]] = []
+    ranked, from_candidate = [], False
+    if candidates:  # the first run starts from the best of the original and the candidates
+        scored = score_starts(render, objective, select_boxes, [state.snapshot(), *candidates])
+        best = min(range(len(scored)), key=lambda i: (scored[i][0], i))
+        from_candidate = best != 0
+        state.load(scored[best][1])
+        ranked = [c for i, c in enumerate(scored) if i not in (0, best)]  # for the later runs
     bar = tqdm(total=runs * (steps + 1), desc="edit", unit="step", disable=not progress or None, leave=False)
     try:
         for restart in range(runs):
-            if restart == 1 and settings.screen > 0:
-                starts = screen_starts(state, render, objective, select_boxes, settings, init_rng)
+            if restart == 1:
+                screened = score_starts(render, objective, select_boxes, random_starts(state, settings, init_rng))
+                starts = best_first(ranked + screened)
             if restart > 0:
                 if starts:
                     state.load(starts.pop(0))
@@ -224,5 +247,5 @@ def run_search(state: EditState, render: EditRenderer, objective: EditObjective,
                 optimiser.step()
     finally:
         bar.close()
-    outcome.improved = best_at != (0, 0)
+    outcome.improved = best_at != (0, 0) or from_candidate  # a candidate start already beat the original
     return outcome

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 
+#: Colour words an edit's text may name; with ``auto_negatives`` the text with each other one of
+#: them (those the model's vocabulary lists as attributes, when it lists any) is a negative.
+COLOUR_WORDS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "white", "gray", "black")
+
 #: Where ``modulation`` acts, the default first (the names of ``Generator.MODULATION_POINTS``;
 #: spelled out here so that the ``edit`` command's parser does not load torch).
 MODULATION_SITES = ("rgb", "output", "decoder")
@@ -32,6 +36,10 @@ class EditSettings:
     init_scale: float = 1.0
     patience: int = 2
     screen: int = 8
+    # Start from the object class's fitted style clusters (scored with the guiding CLIP beside the
+    # current code) and, without negatives, contrast the text's colour with the other colours.
+    cluster_starts: bool = True
+    auto_negatives: bool = True
 
     def __post_init__(self):
         if self.modulation_at not in MODULATION_SITES:
