@@ -109,6 +109,14 @@ def seeded_splits(image_ids: Iterable[int], fractions: Sequence[float], seed: in
 
 
 # -- vocabularies ----------------------------------------------------------------------------
+def _train_vocabulary(name_sets, min_count: int) -> list[str]:
+    """The names of at least ``min_count`` instances (one name set per instance), by :func:`_frequent`."""
+    counts = Counter()
+    for names in name_sets:
+        counts.update(names)
+    return _frequent(counts, min_count)
+
+
 def _frequent(counter: Counter, min_count: int) -> list[str]:
     """Names with ``>= min_count`` instances, most frequent first, ties by name (stable output)."""
     return [n for n, c in sorted(counter.items(), key=lambda nc: (-nc[1], nc[0])) if c >= min_count]
@@ -183,11 +191,9 @@ def prepare_visual_genome(
     if vocab is not None:
         object_names = list(vocab.object_names)
     else:
-        name_counts = Counter()
-        for image_id in train_ids:
-            for _, names, _ in objects.get(image_id, ()):
-                name_counts.update({obj_aliases.get(n, n) for n in names})
-        object_names = [IMAGE_OBJECT] + _frequent(name_counts, min_object_instances)
+        object_names = [IMAGE_OBJECT] + _train_vocabulary(
+            ({obj_aliases.get(n, n) for n in names} for image_id in train_ids
+             for _, names, _ in objects.get(image_id, ())), min_object_instances)
     if len(object_names) == 1:
         raise DataError(f"no object name has >= {min_object_instances} instances in the "
                         f"{len(train_ids)} train images; lower --min-object-instances")
@@ -208,11 +214,9 @@ def prepare_visual_genome(
     if vocab is not None:
         attribute_names = list(vocab.attribute_names)
     else:
-        attr_counts = Counter()
-        for image_id in train_ids:
-            for names in attributes.get(image_id, {}).values():
-                attr_counts.update(set(names))
-        attribute_names = _frequent(attr_counts, min_attribute_instances)
+        attribute_names = _train_vocabulary(
+            (set(names) for image_id in train_ids for names in attributes.get(image_id, {}).values()),
+            min_attribute_instances)
     attribute_index = {n: i for i, n in enumerate(attribute_names)}
 
     relationships = read_relationships(paths["relationships"], rel_aliases, progress)

@@ -81,9 +81,9 @@ def check_inputs(model, graphs: Any, seed: int = 0, num_samples: int = 1, text: 
     items = graph_items(graphs, model.vocab)
     if text is not None:
         items = with_captions(items, text)
-    source = resolve_style_source(model, style_source) if style_source != "encode" else None
-    if source is None:
+    if style_source == "encode":
         raise ConfigError("style_source 'encode' needs the real images: use forward() on a dataset batch")
+    source = resolve_style_source(model, style_source)
     if style_codes is not None:
         style_codes = pack_style_codes(style_codes, items, num_samples, model.style_dim)
     refine = model.refines_by_default if refine is None else bool(refine)
