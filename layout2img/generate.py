@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, GraphError
 from .io import IMAGE_SUFFIXES
 
 #: The largest output side ``--size`` accepts (a safety bound, not a quality promise).
@@ -143,29 +143,78 @@ def output_paths(out: str | Path, num_graphs: int, num_samples: int) -> tuple[li
     return images, layouts
 
 
+def load_reference(model, spec: str | Path):
+    """The :class:`~layout2img.pipeline.appearance.ReferenceStyles` of ``--style-from``: ``IMAGE:GRAPH``
+    (a picture and a scene-graph file, one graph whose boxes say where its objects are in it) or
+    one JSON file ``{"image": PICTURE, "graph": {...}}`` (PICTURE relative to the file's folder).
+    Errors are one line naming the file."""
+    from .graph import SceneGraph
+    from .io import read_json
+    from .pipeline.appearance import ReferenceStyles
+
+    spec = str(spec)
+    if spec.lower().endswith(".json") and Path(spec).is_file():
+        d = read_json(spec, what="reference file", error=DataError)
+        if not isinstance(d, dict) or not isinstance(d.get("image"), str) or not isinstance(d.get("graph"), dict):
+            raise DataError(f"{spec}: a reference file is {{\"image\": PICTURE, \"graph\": {{...}}}}")
+        image, graph = Path(spec).parent / d["image"], SceneGraph.from_dict(d["graph"], model.vocab, source=spec)
+        where = spec
+    else:
+        image, sep, graph_file = spec.rpartition(":")
+        if not sep and spec.lower().endswith(".json"):
+            raise DataError(f"{spec}: reference file not found")
+        if not sep or not image or not graph_file:
+            raise ConfigError(f"--style-from {spec}: expected IMAGE:GRAPH (a picture and its scene-graph file) "
+                              f"or a reference JSON file")
+        if not Path(graph_file).is_file():
+            raise DataError(f"{graph_file}: file not found")
+        from .graph import DEFAULT_MAX_OBJECTS, validate_file
+
+        warnings: list[str] = []
+        graphs, errors = validate_file(graph_file, model.vocab, max_objects=DEFAULT_MAX_OBJECTS, warnings=warnings)
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        if errors:  # one line: the first problem (the file's name is in it)
+            more = f" (and {len(errors) - 1} more problem(s) in the file)" if len(errors) > 1 else ""
+            raise GraphError(f"{errors[0]}{more}")
+        if len(graphs) != 1:
+            raise DataError(f"{graph_file}: a reference holds one graph, found {len(graphs)}")
+        graph, where = graphs[0], graph_file
+    if graph.boxes is None:  # named here, where the file is known
+        raise GraphError(f"{where}: the reference graph needs a box for every object "
+                         f"({graph.num_objects}): where each one is in the picture")
+    return ReferenceStyles.from_image(model, image, graph)
+
+
 def generate_files(model, graphs: Sequence, out: str | Path, *, num_samples: int = 1, seed: int = 0,
                    text: str | None = None, size: int | None = None, save_layout: bool = False,
-                   style: str = "auto", progress: bool = True) -> list[Path]:
+                   style: str = "auto", progress: bool = True, reference=None,
+                   style_map: dict[int, int] | None = None) -> list[Path]:
     """Draw every graph ``num_samples`` times and write PNGs (see the module doc); returns the paths.
-    ``style``: the appearance codes (:data:`STYLE_CHOICES`). The model checks the graphs, sample
-    count and style (``generate``'s one entry check); only ``size``, this function's own, is
-    checked here."""
+    ``style``: the appearance codes (:data:`STYLE_CHOICES`). ``reference`` (a
+    :class:`~layout2img.pipeline.appearance.ReferenceStyles`): objects take the codes of the
+    reference's objects (``style_map``'s pairs, else by class), the others follow ``style``. The
+    model checks the graphs, sample count and style (``generate``'s one entry check); only
+    ``size``, this function's own, is checked here."""
     from tqdm.auto import tqdm
 
     if size is not None and not 8 <= size <= MAX_SIZE:
         raise ConfigError(f"--size {size}: expected a side between 8 and {MAX_SIZE} pixels")
+    # every graph's reference codes first: a bad --style-map pair is an error before anything is written
+    codes = [None if reference is None else
+             [reference.codes_for(g.objects, style_map, where=f"{g.source}: graph {g.index}")] for g in graphs]
     image_paths = layout_paths = None
     written: list[Path] = []
     for i, graph in enumerate(tqdm(graphs, desc="generate", unit="graph", disable=not progress or None)):
         result = model.generate([graph], seed=seed + i, text=text, num_samples=num_samples, return_output=True,
-                                style_source=style)
+                                style_source=style, style_codes=codes[i])
         if image_paths is None:  # the arguments have passed the model's check
             image_paths, layout_paths = output_paths(out, len(graphs), num_samples)
         for j in range(num_samples):
             written.append(_save(image_paths[i][j], to_image(result.images[j], size)))
         if save_layout:
             n = graph.num_objects  # sample 0's rows; the layout is the same in every sample
-            picture = layout_picture(result.boxes[:n].cpu(), result.masks[:n].cpu(), graph.objects,
+            picture = layout_picture(result.boxes[:n].cpu(), result.visible_masks()[:n].cpu(), graph.objects,
                                      size or model.image_size)
             written.append(_save(layout_paths[i], picture))
     return written

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny Shapes dataset and config overrides for a tiny, fast model."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,25 @@ def serve_in_thread(app):
         yield srv
     finally:
         srv.stop()
+
+
+def write_json(path, data):
+    """``data`` written as JSON to ``path``; returns ``path``."""
+    path.write_text(json.dumps(data))
+    return path
+
+
+def read_pixels(path):
+    """An image file's RGB pixels, (H, W, 3) uint8."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def cli_generate(checkpoint, graph_file, out, *extra) -> int:
+    """``layout2img generate GRAPH --checkpoint C --out OUT --device cpu EXTRA...``'s exit status."""
+    from layout2img.cli import main
+
+    return main(["generate", str(graph_file), "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu",
+                 *map(str, extra)])

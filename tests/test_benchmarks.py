@@ -287,3 +287,41 @@ def test_sg2im_baseline_names_a_missing_data_root(tmp_path, capsys, no_cpu_sampl
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --data ") and str(missing) in err
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_appearance_writes_fid_colour_agreement_protocol_and_machine(tiny_styled_checkpoint, tiny_shapes, tmp_path,
+                                                                    capsys, no_cpu_sampling):
+    import appearance  # noqa: PLC0415  (benchmarks/appearance.py)
+
+    out = tmp_path / "appearance.json"
+    assert appearance.main(["--checkpoint", str(tiny_styled_checkpoint), "--data", str(tiny_shapes), "--num", "4",
+                            "--batch-size", "3", "--min-pixels", "1", "--allow-busy", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["num_images"] == 4 and r["protocol"]["split"] == "val" and r["protocol"]["num"] == 4
+    assert len(r["protocol"]["fid"]["feature_extractor"]["sha1"]) == 40 and "21.4" in r["protocol"]["fid_floor"]
+    assert set(r["fid"]) == {"encoded", "cluster"} and all(v["value"] > 0 and "warning" in v for v in r["fid"].values())
+    agreement = r["colour_agreement"]
+    assert set(agreement) == {"real", "encoded", "cluster", "transfer", "transfer_cluster"}
+    # every setting judges the same objects of the same GT layouts
+    assert agreement["real"]["objects"] == agreement["encoded"]["objects"] == agreement["cluster"]["objects"] > 0
+    assert agreement["transfer"]["objects"] == agreement["transfer_cluster"]["objects"]
+    assert all(v["agreement"] is None or 0 <= v["agreement"] <= 1 for v in agreement.values())
+    assert r["machine"]["cpu"] and r["machine"]["guard"]["max_load"] == machine.DEFAULT_MAX_LOAD
+    captured = capsys.readouterr()
+    rows = [ln for ln in captured.out.splitlines() if ln.startswith("| ")]
+    assert len(rows) == 6 and rows[0].startswith("| codes (4 val scenes, GT layouts) | FID (floor 21.4)")
+    assert "4/4 scenes" in captured.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num", "0"], "error: --num must be at least 1, got 0"),
+    (["--out", "report.txt"], "error: --out report.txt: the report is a .json file"),
+    (["--data", "no_such_folder"], "error: --data no_such_folder: not a folder"),
+])
+def test_appearance_bad_options_are_one_line_before_any_model_loads(argv, message, tmp_path, capsys):
+    import appearance  # noqa: PLC0415  (benchmarks/appearance.py)
+
+    args = ["--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path), *argv]
+    assert appearance.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err

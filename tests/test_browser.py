@@ -1,7 +1,7 @@
 """The editor page in a real headless Chromium (Debian's chromium + chromedriver, driven by
 selenium) against the FastAPI app served by uvicorn on 127.0.0.1: build a graph, generate, see the
 image change when the graph changes, drag a box; edit a region with text (progress, cancel,
-result, undo).
+result, undo); open a picture and apply its appearance to the scene and to one object (and undo).
 
 Skipped, with the reason, when selenium or the browser binaries are absent; CI installs them
 (`apt-get install -y chromium chromium-driver`). A screenshot is saved to the test's temp
@@ -329,5 +329,112 @@ def test_restyle_steps_through_the_class_clusters_shown_as_swatches(styled_serve
     assert [on for _, on in chips()] == [i == 1 for i in range(k + 1)]
     _wait_for_new_image(d, None)
     _screenshot(d, tmp_path, "web_editor_styles.png")
+    severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    assert severe == [], severe
+
+
+def _wait_for_codes(driver, expected, timeout=60):
+    """Until which objects have an explicit code is ``expected`` (a list of booleans)."""
+    try:
+        WebDriverWait(driver, timeout).until(
+            lambda d: d.execute_script("return state.objects.map((o) => !!o.code)") == expected)
+    except TimeoutException:
+        raise AssertionError(f"the objects' codes never became {expected}; the page says: {_status(driver)!r}, "
+                             f"{driver.find_element(By.ID, 'ref-note').text!r}") from None
+
+
+def test_appearance_from_a_picture_applies_to_the_scene_and_to_one_object_and_undoes(server, browser, tmp_path):
+    from PIL import Image, ImageDraw
+
+    d = browser
+    d.set_window_size(1400, 1250)  # the appearance panel in the screenshot
+    d.get(server.url)
+    WebDriverWait(d, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#object-name option"))
+    assert not d.find_element(By.ID, "apply-scene").is_enabled()  # no picture yet
+    d.find_element(By.ID, "auto-update").click()  # off: one image of the three objects (Apply draws anyway)
+    for name in ("sky", "grass", "circle"):
+        _add_object(d, name)
+    d.find_element(By.ID, "generate").click()
+    first = _wait_for_new_image(d, None)
+
+    # a picture (wider than high: the page scales it to the model's square size) opened with the file picker
+    picture = Image.new("RGB", (96, 64), (70, 130, 230))
+    draw = ImageDraw.Draw(picture)
+    draw.rectangle([0, 40, 96, 64], fill=(40, 170, 60))
+    draw.ellipse([30, 15, 60, 40], fill=(220, 30, 30))
+    path = tmp_path / "reference.png"
+    picture.save(path)
+    d.find_element(By.ID, "ref-file").send_keys(str(path))
+    canvas = d.find_element(By.ID, "ref-canvas")
+    WebDriverWait(d, 30).until(lambda d: canvas.is_displayed())
+    assert not d.find_element(By.ID, "ref-empty").is_displayed()
+    assert canvas.size["width"] > canvas.size["height"]  # shown with its own proportions
+    # the proposed boxes: the scene's objects where they are now; accepted as they are
+    shown = d.execute_script("return state.objects.map((o) => o.shown)")
+    boxes = d.execute_script("return appearance.boxes.map((b) => [b.name, b.box])")
+    assert [name for name, _ in boxes] == ["sky", "grass", "circle"]
+    assert [box for _, box in boxes] == shown
+    size = d.execute_script("return state.info.image_size")
+    sent = d.execute_script("return appearance.picture.url")
+    assert sent.startswith("data:image/png;base64,") and len(sent) < d.execute_script("return state.info.max_body")
+    decoded = "const i = new Image(); i.src = appearance.picture.url; return i.decode().then(() => [i.width, i.height])"
+    assert d.execute_script(decoded) == [size, size]
+
+    # Apply to scene: every object takes the code of its class's box, and the image is drawn again
+    d.find_element(By.ID, "apply-scene").click()
+    applied = _wait_for_new_image(d, first)
+    _wait_for_codes(d, [True, True, True])
+    codes = d.execute_script("return state.objects.map((o) => o.code)")
+    assert [len(c) for c in codes] == [d.execute_script("return state.info.style_dim")] * 3
+    assert "Applied reference.png's appearance to 0: sky, 1: grass, 2: circle" in d.find_element(By.ID, "ref-note").text
+    undo = d.find_element(By.ID, "edit-undo")
+    assert undo.is_displayed() and undo.is_enabled()  # the Undo of edits, shown without a CLIP too
+    _screenshot(d, tmp_path, "web_editor_appearance.png")
+
+    # Undo: the codes before (none) and the image before, exactly
+    undo.click()
+    _wait_for_codes(d, [False, False, False])
+    assert _image_src(d) == first and "Undone: the image before the appearance change" in _status(d)
+    assert not undo.is_enabled()
+
+    # draw a box (a circle) on the picture, select the scene's grass, and give it that box's look alone
+    d.find_element(By.ID, "ref-draw").click()
+    Select(d.find_element(By.ID, "ref-class")).select_by_visible_text("circle")
+    w, h = canvas.size["width"], canvas.size["height"]
+    (ActionChains(d).move_to_element_with_offset(canvas, -w // 8, -h // 4).click_and_hold()
+     .move_by_offset(w // 16, h // 16).move_by_offset(w // 16, h // 8).release().perform())
+    boxes = d.execute_script("return appearance.boxes.map((b) => b.name)")
+    assert boxes == ["sky", "grass", "circle", "circle"]
+    assert d.execute_script("return appearance.picked === appearance.boxes[3].id")
+    assert d.find_element(By.ID, "ref-class-label").text == "Box 3"
+    ActionChains(d).move_to_element(d.find_elements(By.CSS_SELECTOR, "#object-list li")[1]).perform()
+    assert d.find_element(By.ID, "ref-target").text == "Selected object 1: grass \u2190 box 3: circle"
+    d.find_element(By.ID, "apply-selected").click()
+    _wait_for_codes(d, [False, True, False])
+    one = _wait_for_new_image(d, first)
+    assert one not in (first, applied)
+
+    # delete the drawn box; Undo gives the scene back as it was
+    d.find_element(By.ID, "ref-delete").click()
+    assert d.execute_script("return appearance.boxes.map((b) => b.name)") == ["sky", "grass", "circle"]
+    d.find_element(By.ID, "edit-undo").click()
+    _wait_for_codes(d, [False, False, False])
+    assert _image_src(d) == first
+
+    # a picture dropped on the panel opens too (a drop event as the browser sends it for a file)
+    d.execute_script("""
+        const c = document.createElement("canvas"); c.width = 40; c.height = 40;
+        const ctx = c.getContext("2d"); ctx.fillStyle = "#3070e0"; ctx.fillRect(0, 0, 40, 40);
+        c.toBlob((blob) => {
+          const files = new DataTransfer();
+          files.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+          const panel = document.getElementById("appearance-panel");
+          for (const kind of ["dragenter", "dragover", "drop"]) {
+            panel.dispatchEvent(new DragEvent(kind, {dataTransfer: files, bubbles: true, cancelable: true}));
+          }
+        });""")
+    WebDriverWait(d, 30).until(lambda d: d.execute_script("return appearance.picture.name") == "dropped.png")
+    assert d.execute_script("return appearance.boxes.map((b) => b.name)") == ["sky", "grass", "circle"]
+    assert "dragover" not in d.find_element(By.ID, "appearance-panel").get_attribute("class")
     severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == [], severe

@@ -1,14 +1,13 @@
 """`layout2img generate`: files written, seeds, boxes that fix the layout, exit codes and messages;
 and the explicit per-object style codes the pipeline accepts for it."""
-import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from conftest import cli_generate, read_pixels, write_json
 from layout2img import SceneGraphToImage
-from layout2img.cli import main
 from layout2img.errors import ConfigError, DataError
 from layout2img.generate import object_style_codes, output_paths
 
@@ -22,48 +21,34 @@ def checkpoint(tiny_checkpoint):
     return tiny_checkpoint
 
 
-def _write(path, data):
-    path.write_text(json.dumps(data))
-    return path
-
-
-def _pixels(path):
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _generate(checkpoint, graph_file, out, *extra):
-    return main(["generate", str(graph_file), "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu",
-                 *map(str, extra)])
-
-
 def test_single_graph_to_file_is_reproducible(checkpoint, tmp_path, capsys):
-    graph = _write(tmp_path / "one.json", SCENE)
-    assert _generate(checkpoint, graph, tmp_path / "a.png", "--seed", 3) == 0
-    assert _generate(checkpoint, graph, tmp_path / "b.png", "--seed", 3) == 0
-    assert _generate(checkpoint, graph, tmp_path / "c.png", "--seed", 4) == 0
-    a = _pixels(tmp_path / "a.png")
+    graph = write_json(tmp_path / "one.json", SCENE)
+    assert cli_generate(checkpoint, graph, tmp_path / "a.png", "--seed", 3) == 0
+    assert cli_generate(checkpoint, graph, tmp_path / "b.png", "--seed", 3) == 0
+    assert cli_generate(checkpoint, graph, tmp_path / "c.png", "--seed", 4) == 0
+    a = read_pixels(tmp_path / "a.png")
     assert a.shape == (32, 32, 3)  # the model's size
-    assert np.array_equal(a, _pixels(tmp_path / "b.png"))
-    assert not np.array_equal(a, _pixels(tmp_path / "c.png"))
+    assert np.array_equal(a, read_pixels(tmp_path / "b.png"))
+    assert not np.array_equal(a, read_pixels(tmp_path / "c.png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "c.png", "one.json"]
     assert "wrote 1 image(s) to" in capsys.readouterr().out
 
 
 def test_list_to_folder_with_samples_size_and_layouts(checkpoint, tmp_path):
-    graphs = _write(tmp_path / "list.json", [SCENE, BOXED])
+    graphs = write_json(tmp_path / "list.json", [SCENE, BOXED])
     out = tmp_path / "out"
-    assert _generate(checkpoint, graphs, out, "--num-samples", 2, "--size", 64, "--save-layout", "--seed", 5) == 0
+    assert cli_generate(checkpoint, graphs, out, "--num-samples", 2, "--size", 64, "--save-layout", "--seed", 5) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["graph_000_layout.png", "graph_000_sample_0.png", "graph_000_sample_1.png",
                      "graph_001_layout.png", "graph_001_sample_0.png", "graph_001_sample_1.png"]
-    s0, s1 = _pixels(out / "graph_000_sample_0.png"), _pixels(out / "graph_000_sample_1.png")
+    s0, s1 = read_pixels(out / "graph_000_sample_0.png"), read_pixels(out / "graph_000_sample_1.png")
     assert s0.shape == (64, 64, 3)
     assert not np.array_equal(s0, s1), "two samples of one graph should differ (their style codes do)"
     assert Image.open(out / "graph_001_layout.png").size == (256, 256)
     # graph i is drawn with seed+i, so graph 1 of the list equals graph 1 alone with seed 6
-    alone = _write(tmp_path / "boxed.json", BOXED)
-    assert _generate(checkpoint, alone, tmp_path / "alone", "--num-samples", 2, "--size", 64, "--seed", 6) == 0
-    assert np.array_equal(_pixels(out / "graph_001_sample_1.png"), _pixels(tmp_path / "alone" / "graph_000_sample_1.png"))
+    alone = write_json(tmp_path / "boxed.json", BOXED)
+    assert cli_generate(checkpoint, alone, tmp_path / "alone", "--num-samples", 2, "--size", 64, "--seed", 6) == 0
+    assert np.array_equal(read_pixels(out / "graph_001_sample_1.png"), read_pixels(tmp_path / "alone" / "graph_000_sample_1.png"))
 
 
 def test_boxes_in_the_file_fix_the_layout(checkpoint, tmp_path, monkeypatch):
@@ -76,13 +61,13 @@ def test_boxes_in_the_file_fix_the_layout(checkpoint, tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(SceneGraphToImage, "generate", spy)
-    graphs = _write(tmp_path / "g.json", [SCENE, BOXED])
-    assert _generate(checkpoint, graphs, tmp_path / "out", "--save-layout") == 0
+    graphs = write_json(tmp_path / "g.json", [SCENE, BOXED])
+    assert cli_generate(checkpoint, graphs, tmp_path / "out", "--save-layout") == 0
     free, boxed = seen
     assert torch.allclose(boxed.boxes[:2], torch.tensor(BOXED["boxes"]), atol=1e-6)
     assert torch.allclose(free.boxes[:4], free.boxes_pred[:4])  # no boxes given: all predicted
     # the layout picture shows the sea box where the file put it: its top edge is at y = 0.5
-    layout = _pixels(tmp_path / "out" / "graph_001_layout.png").astype(int)
+    layout = read_pixels(tmp_path / "out" / "graph_001_layout.png").astype(int)
     column = layout[:, 200]
     sea = np.array([0, 130, 200])  # label_color("sea") outline
     rows = np.nonzero(np.abs(column - sea).sum(1) < 30)[0]
@@ -90,8 +75,8 @@ def test_boxes_in_the_file_fix_the_layout(checkpoint, tmp_path, monkeypatch):
 
 
 def test_bad_graph_exits_2_with_every_validation_line(checkpoint, tmp_path, capsys):
-    bad = _write(tmp_path / "bad.json", [SCENE, {"objects": ["circel", "sky"], "relationships": [[0, "lft of", 5]]}])
-    assert _generate(checkpoint, bad, tmp_path / "out") == 2
+    bad = write_json(tmp_path / "bad.json", [SCENE, {"objects": ["circel", "sky"], "relationships": [[0, "lft of", 5]]}])
+    assert cli_generate(checkpoint, bad, tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"{bad}: graph 1: object 0: unknown object 'circel' in vocabulary 'shapes'; did you mean 'circle'?",
@@ -109,14 +94,14 @@ def test_bad_graph_exits_2_with_every_validation_line(checkpoint, tmp_path, caps
     ("bad-size", ["error: --size 3"]),
 ])
 def test_user_errors_exit_2_in_one_line(checkpoint, tmp_path, capsys, case, words):
-    graph = _write(tmp_path / "g.json", SCENE)
+    graph = write_json(tmp_path / "g.json", SCENE)
     args = {"missing-checkpoint": (graph, tmp_path / "x.png", []),
             "missing-graph-file": (tmp_path / "nope.json", tmp_path / "x.png", []),
             "many-images-one-file": (graph, tmp_path / "x.png", ["--num-samples", 2]),
             "text-without-encoder": (graph, tmp_path / "x.png", ["--text", "a red circle"]),
             "bad-size": (graph, tmp_path / "x.png", ["--size", 3])}[case]
     ckpt = tmp_path / "no_such_checkpoint" if case == "missing-checkpoint" else checkpoint
-    assert _generate(ckpt, args[0], args[1], *args[2]) == 2
+    assert cli_generate(ckpt, args[0], args[1], *args[2]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     for w in words:
@@ -196,11 +181,11 @@ def _unfitted_copy(checkpoint, folder):
 
 def test_style_flag_draws_from_clusters_or_samples(tiny_styled_checkpoint, checkpoint, tmp_path, capsys):
     model = SceneGraphToImage.from_pretrained(tiny_styled_checkpoint)
-    graph = _write(tmp_path / "g.json", BOXED)
+    graph = write_json(tmp_path / "g.json", BOXED)
     made = {}
     for style in ("cluster", "sample", "auto"):
-        assert _generate(tiny_styled_checkpoint, graph, tmp_path / f"{style}.png", "--seed", 2, "--style", style) == 0
-        made[style] = _pixels(tmp_path / f"{style}.png")
+        assert cli_generate(tiny_styled_checkpoint, graph, tmp_path / f"{style}.png", "--seed", 2, "--style", style) == 0
+        made[style] = read_pixels(tmp_path / f"{style}.png")
         if style != "auto":
             expected = model.generate(BOXED, seed=2, style_source=style)[0]
             assert np.abs(made[style].astype(int) - _pixels_of(expected)).max() <= 1
@@ -215,13 +200,13 @@ def test_style_flag_draws_from_clusters_or_samples(tiny_styled_checkpoint, check
     assert torch.equal(sampled[0], torch.randn(model.style_dim, generator=torch.Generator().manual_seed(5)))
 
     unfitted = _unfitted_copy(checkpoint, tmp_path / "unfitted")
-    assert _generate(unfitted, graph, tmp_path / "u.png", "--style", "cluster") == 2
+    assert cli_generate(unfitted, graph, tmp_path / "u.png", "--style", "cluster") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"run `layout2img fit-styles --checkpoint {unfitted}`" in err
     assert not (tmp_path / "u.png").exists()
-    assert _generate(unfitted, graph, tmp_path / "ua.png", "--style", "auto") == 0
-    assert _generate(unfitted, graph, tmp_path / "us.png", "--style", "sample") == 0
-    assert np.array_equal(_pixels(tmp_path / "ua.png"), _pixels(tmp_path / "us.png"))
+    assert cli_generate(unfitted, graph, tmp_path / "ua.png", "--style", "auto") == 0
+    assert cli_generate(unfitted, graph, tmp_path / "us.png", "--style", "sample") == 0
+    assert np.array_equal(read_pixels(tmp_path / "ua.png"), read_pixels(tmp_path / "us.png"))
 
 
 def _pixels_of(image):

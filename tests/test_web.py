@@ -91,7 +91,7 @@ def test_openapi_describes_every_route_with_its_models(client):
     assert status == 200 and spec["info"]["title"] == "layout2img editor"
     paths = spec["paths"]
     assert set(paths) == {"/api/info", "/api/health", "/api/styles", "/api/generate", "/api/edit",
-                          "/api/edit/{job}", "/api/edit/{job}/cancel"}
+                          "/api/edit/{job}", "/api/edit/{job}/cancel", "/api/appearance"}
     assert set(paths["/api/generate"]) == {"post"} and set(paths["/api/edit/{job}"]) == {"get"}
     schemas = spec["components"]["schemas"]
     assert {"SceneRequest", "EditRequest", "Generated", "Info", "EditJob", "ErrorAnswer"} <= set(schemas)

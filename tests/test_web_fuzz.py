@@ -13,7 +13,7 @@ schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not i
 
 EXAMPLES = 25  # per operation and mode (11 runs): about 15 s with the tiny model on one core
 OPERATIONS = ["GET /api/info", "GET /api/health", "GET /api/styles", "POST /api/generate", "POST /api/edit",
-              "GET /api/edit/{job}", "POST /api/edit/{job}/cancel"]
+              "GET /api/edit/{job}", "POST /api/edit/{job}/cancel", "POST /api/appearance"]
 #: No input a request could get wrong: no parameters, or one free string (the job id in the path).
 NO_INVALID = {"GET /api/info", "GET /api/health", "GET /api/edit/{job}"}
 LOCAL = {"Host": "127.0.0.1"}  # a loopback name: other Hosts are refused before any route runs

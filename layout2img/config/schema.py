@@ -38,7 +38,8 @@ class LayoutConfig:
     ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows
     which is which; ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted*
     masks (sg2im on Visual Genome, whose masks are just boxes: the image loss supervises them).
-    ``mask_channels`` None: as wide as the graph network.
+    ``mask_channels`` None: as wide as the graph network. ``fill_holes``: predicted masks' gaps
+    inside a box of stuff go to that stuff.
 
     ``predictor``: ``regression`` (sg2im's box net: one layout per graph) or ``sampler`` (a
     conditional VAE, :class:`~layout2img.models.layout_sampler.LayoutSampler`: one layout per
@@ -57,6 +58,7 @@ class LayoutConfig:
     pooling: str = "over"
     stuff_below_things: bool = True
     use_gt_masks: bool = True
+    fill_holes: bool = True
     predictor: str = "regression"
     z_dim: int = 8
     layers: int = 2
@@ -72,10 +74,10 @@ class GeneratorConfig:
     """A pix2pixHD generator: a global net plus ``n_local_enhancers`` (each doubles the size).
 
     ``layout_skips``: the layout again at every decoder scale (CRN-style); False is pix2pixHD.
-    ``conditioning``: ``input`` (pix2pixHD: the layout, style channels included, is the input) or
-    ``spade`` (SPADE normalisation from the class map in every residual and decoder block, each
-    object's style code modulating the decoder inside its own mask, as ISLA-Norm / SEAN);
-    ``spade_hidden``: width of SPADE's shared layout conv.
+    ``conditioning``: ``input`` (pix2pixHD: the layout, style channels included, is the input) or ``spade``
+    (SPADE normalisation from the class map in every residual and decoder block, each object's style code
+    modulating the decoder inside its own mask, as ISLA-Norm / SEAN); ``spade_hidden``: width of SPADE's
+    shared layout conv; ``noise_channels``: OASIS's 3D noise, that many per-pixel N(0, 1) channels (0: none).
     """
 
     ngf: int = 32
@@ -89,6 +91,7 @@ class GeneratorConfig:
     layout_skips: bool = False
     conditioning: str = "spade"
     spade_hidden: int = 32
+    noise_channels: int = 0
 
 
 @dataclass
@@ -307,16 +310,15 @@ class DiscriminatorConfig:
 class LossConfig:
     """Loss weights (a weight of 0 switches its term off).
 
-    ``lambda_l1``: pixel L1 to the real image (sg2im's image loss; pix2pix uses 100);
-    ``perceptual``: vgg19 (needs torchvision's VGG19 weights in the torch hub cache), auto (vgg19
-    when they are there, else off), inception or none; ``lambda_prior``: fit of the text style
-    prior to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake), caption)
-    and per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency
-    (segmentation discriminator only). The layout sampler (``model.layout.predictor: sampler``)
-    uses ``lambda_box`` and ``lambda_mask`` too, and: ``lambda_layout_kl`` the KL of its box
-    posterior to the prior held fixed (its beta), ``lambda_layout_prior`` the same KL pulling the
-    prior onto the posterior held fixed, ``lambda_layout_relation`` the relation hinge of boxes
-    drawn from the prior.
+    ``lambda_l1``: pixel L1 to the real image (sg2im's; pix2pix uses 100); ``perceptual``: vgg19
+    (torchvision's VGG19 weights in the torch hub cache), auto (vgg19 when there, else off), inception,
+    patch_mmd (no weights: MMD of local patch distributions, Amir & Weiss 2021) or none; ``lambda_prior``:
+    fit of the text style prior to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake), caption) and
+    per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency (segmentation D only). The layout
+    sampler (``model.layout.predictor: sampler``) uses ``lambda_box`` and ``lambda_mask`` too, and:
+    ``lambda_layout_kl`` the KL of its box posterior to the prior held fixed (its beta),
+    ``lambda_layout_prior`` the same KL pulling the prior onto the posterior held fixed,
+    ``lambda_layout_relation`` the relation hinge of boxes drawn from the prior.
     """
 
     gan_mode: str = "hinge"

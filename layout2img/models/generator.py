@@ -258,7 +258,8 @@ class Generator(nn.Module):
     ``H'`` is ``H`` for ``stage='full'`` and ``H / 2**n_local_enhancers`` for ``stage='global'``.
     ``H`` and ``W`` must be multiples of ``2**(n_downsample + n_local_enhancers)``.
     ``forward(..., modulate={point: fn})`` replaces the features at a named point by ``fn(features)``
-    (the rendering hook of editing; see :meth:`forward`).
+    (the rendering hook of editing; see :meth:`forward`). ``noise_channels``: OASIS's per-pixel noise between the
+    layout's edge and style channels, read as shape (:attr:`in_channels` = argument ``in_channels`` + it).
     """
 
     #: Where :meth:`forward` can modulate features, coarsest first.
@@ -268,20 +269,18 @@ class Generator(nn.Module):
                  n_blocks: int = 6, n_local_enhancers: int = 0, n_blocks_local: int = 3, text_dim: int = 0,
                  norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
                  layout_skips: bool = False, conditioning: str = "input", spade_hidden: int = 32,
-                 style_channels: int = 0):
+                 style_channels: int = 0, noise_channels: int = 0):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"unknown generator conditioning {conditioning!r}; expected one of "
                               f"{', '.join(CONDITIONINGS)}")
-        if in_channels < 1 or ngf < 1 or n_downsample < 0 or n_blocks < 0 or n_local_enhancers < 0:
+        if min(in_channels - 1, ngf - 1, n_downsample, n_blocks, n_local_enhancers, noise_channels) < 0:
             raise ConfigError(
                 f"Generator: invalid sizes in_channels={in_channels} ngf={ngf} n_downsample={n_downsample} "
-                f"n_blocks={n_blocks} n_local_enhancers={n_local_enhancers}")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.n_downsample = n_downsample
-        self.n_local_enhancers = n_local_enhancers
-        self.text_dim = text_dim
+                f"n_blocks={n_blocks} n_local_enhancers={n_local_enhancers} noise_channels={noise_channels}")
+        self.in_channels, self.noise_channels, self.text_dim = in_channels + noise_channels, noise_channels, text_dim
+        self.out_channels, self.n_downsample, self.n_local_enhancers = out_channels, n_downsample, n_local_enhancers
+        in_channels = self.in_channels
         self.global_net = GlobalGenerator(in_channels, out_channels, ngf * 2 ** n_local_enhancers, n_downsample,
                                           n_blocks, text_dim, norm, padding, upsample, layout_skips, conditioning,
                                           spade_hidden, style_channels, n_local_enhancers)

@@ -7,7 +7,7 @@
   per-object *visible* weights and a hard instance map.
 * :func:`masks_to_layout` spreads one vector per object over its mask (sg2im's operation).
 * :func:`build_layout` makes the generator's input: class channels, the instance edge map of
-  pix2pixHD, and a per-object style map (:class:`LayoutTensors`).
+  pix2pixHD, optional per-pixel noise (OASIS) and a per-object style map (:class:`LayoutTensors`).
 
 Everything that takes boxes or masks is differentiable with respect to them (and to the
 spread vectors), so a predicted layout can be trained through the image losses.
@@ -45,13 +45,10 @@ def boxes_from_params(params: torch.Tensor) -> torch.Tensor:
 
 
 def _norm2d(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if kind == "none":
-        return nn.Identity()
-    raise ConfigError(f"layout.mask_norm: unknown normalisation {kind!r} (batch, instance or none)")
+    makers = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True), "none": nn.Identity}
+    if kind not in makers:
+        raise ConfigError(f"layout.mask_norm: unknown normalisation {kind!r} (batch, instance or none)")
+    return makers[kind](channels)
 
 
 class LayoutPredictor(nn.Module):
@@ -102,10 +99,7 @@ class LayoutPredictor(nn.Module):
 
 
 def _size_hw(size) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    h, w = size
-    return int(h), int(w)
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _snap(v: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
@@ -168,8 +162,7 @@ def mask_centroids(boxes: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     total = masks.sum((1, 2))
     fx = (masks.sum(1) * cells).sum(1) / total.clamp(min=1e-12)
     fy = (masks.sum(2) * cells).sum(1) / total.clamp(min=1e-12)
-    fx = torch.where(total > 0, fx, torch.full_like(fx, 0.5))
-    fy = torch.where(total > 0, fy, torch.full_like(fy, 0.5))
+    fx, fy = (torch.where(total > 0, f, torch.full_like(f, 0.5)) for f in (fx, fy))
     return torch.stack([boxes[:, 0] + fx * (boxes[:, 2] - boxes[:, 0]),
                         boxes[:, 1] + fy * (boxes[:, 3] - boxes[:, 1])], 1)
 
@@ -343,7 +336,8 @@ class LayoutTensors:
     or ``C = class_embed_dim`` with learned class embeddings. ``edges`` (B, 1, H, W) instance
     boundaries. ``style`` (B, S, H, W) per-object style codes (S may be 0). ``instances``
     (B, H, W) long, 0 = no object, else 1 + batch-global object index. ``geometry`` holds the
-    per-object visible weights (e.g. for the appearance encoder).
+    per-object visible weights (e.g. for the appearance encoder); ``noise`` (B, N, H, W) or None OASIS's
+    per-pixel N(0, 1) channels, drawn once with the layout (re-rendering it reuses them).
     """
 
     semantic: torch.Tensor
@@ -351,10 +345,12 @@ class LayoutTensors:
     style: torch.Tensor
     instances: torch.Tensor
     geometry: LayoutGeometry | None = None
+    noise: torch.Tensor | None = None
 
     def tensor(self) -> torch.Tensor:
-        """semantic ⊕ edges ⊕ style: the generator's input."""
-        return torch.cat([self.semantic, self.edges.to(self.semantic.dtype), self.style.to(self.semantic.dtype)], 1)
+        """semantic ⊕ edges [⊕ noise] ⊕ style: the generator's input (noise on the shape side)."""
+        parts = (self.semantic, self.edges, self.noise, self.style)
+        return torch.cat([p.to(self.semantic.dtype) for p in parts if p is not None], 1)
 
     def for_discriminator(self) -> torch.Tensor:
         """semantic ⊕ edges: what the discriminators see beside the image."""
@@ -362,12 +358,12 @@ class LayoutTensors:
 
     @property
     def num_channels(self) -> int:
-        return self.semantic.shape[1] + 1 + self.style.shape[1]
+        return self.semantic.shape[1] + 1 + (0 if self.noise is None else self.noise.shape[1]) + self.style.shape[1]
 
 
-def layout_channels(num_classes: int, class_embed_dim: int = 0, style_dim: int = 0) -> int:
+def layout_channels(num_classes: int, class_embed_dim: int = 0, style_dim: int = 0, noise_channels: int = 0) -> int:
     """Channels of :meth:`LayoutTensors.tensor` (the generator's ``in_channels``)."""
-    return (class_embed_dim if class_embed_dim > 0 else num_classes - 1) + 1 + style_dim
+    return (class_embed_dim if class_embed_dim > 0 else num_classes - 1) + 1 + noise_channels + style_dim
 
 
 def class_vectors(objs: torch.Tensor, num_classes: int, class_embedding: nn.Module | None = None,
@@ -375,26 +371,29 @@ def class_vectors(objs: torch.Tensor, num_classes: int, class_embedding: nn.Modu
     """(O,) class indices -> (O, C): one-hot without ``__image__``'s channel, or embeddings."""
     if class_embedding is not None:
         return class_embedding(objs).to(dtype)
-    onehot = F.one_hot(objs, num_classes).to(dtype)
-    return onehot[:, 1:]
+    return F.one_hot(objs, num_classes).to(dtype)[:, 1:]
 
 
 def build_layout(objs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, obj_to_img: torch.Tensor,
                  num_images: int, size, num_classes: int, style_codes: torch.Tensor | None = None,
                  class_embedding: nn.Module | None = None, stuff_classes: torch.Tensor | None = None,
-                 geometry: LayoutGeometry | None = None) -> LayoutTensors:
+                 geometry: LayoutGeometry | None = None, noise_channels: int = 0,
+                 generator: torch.Generator | None = None) -> LayoutTensors:
     """The generator's layout from boxes (O, 4) and mask probabilities (O, M, M).
 
     ``__image__`` objects (class 0) are never drawn. Overlaps are resolved by :func:`compose`
-    (pass a precomputed ``geometry`` to reuse one).
+    (pass a precomputed ``geometry`` to reuse one). ``noise_channels`` > 0: that many N(0, 1) channels
+    per image, drawn from ``generator`` (any device; None: the global RNG); 0 draws nothing.
     """
     if geometry is None:
         geometry = compose(boxes, masks, obj_to_img, num_images, size, objs=objs, stuff_classes=stuff_classes,
                            skip=objs == 0)
     dtype = geometry.weights.dtype
     semantic = geometry.spread(class_vectors(objs, num_classes, class_embedding, dtype))
-    if style_codes is not None and style_codes.shape[1] > 0:
-        style = geometry.spread(style_codes.to(dtype))
-    else:
-        style = semantic.new_zeros(num_images, 0, *semantic.shape[2:])
-    return LayoutTensors(semantic, instance_edges(geometry.instances).to(dtype), style, geometry.instances, geometry)
+    no_style = style_codes is None or style_codes.shape[1] == 0
+    style = (semantic.new_zeros(num_images, 0, *semantic.shape[2:]) if no_style
+             else geometry.spread(style_codes.to(dtype)))
+    rng_device = generator.device if generator is not None else semantic.device
+    noise = (torch.randn((num_images, noise_channels, *semantic.shape[2:]), generator=generator, device=rng_device)
+             .to(semantic) if noise_channels > 0 else None)
+    return LayoutTensors(semantic, instance_edges(geometry.instances).to(dtype), style, geometry.instances, geometry, noise)

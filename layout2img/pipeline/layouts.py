@@ -167,6 +167,10 @@ class LayoutStage:
                             steps=self.config["refine_steps"], apart=apart,
                             max_iou=float(self.config["refine_max_iou"]))
 
+    def uses_given_masks(self, batch: Batch, layout_source: str) -> bool:
+        """Whether a layout from ``layout_source`` takes the batch's masks (else the predicted ones)."""
+        return layout_source == "gt" and batch.masks is not None and bool(self.config["use_gt_masks"])
+
     def geometry_inputs(self, batch: Batch, boxes_pred: torch.Tensor, mask_logits: torch.Tensor,
                         layout_source: str, keep_known_boxes: bool = True):
         """The ``(boxes, mask probabilities)`` a layout is built from: the batch's (``'gt'``; masks
@@ -181,20 +185,25 @@ class LayoutStage:
             boxes = torch.where(batch.boxes_known[:, None], batch.boxes.float(), boxes_pred.float())
         else:
             boxes = boxes_pred.float()
-        if layout_source == "gt" and batch.masks is not None and self.config["use_gt_masks"]:
+        if self.uses_given_masks(batch, layout_source):
             masks = batch.masks.float()
         else:
             masks = torch.sigmoid(mask_logits.float())
         return boxes, masks
 
     def compose(self, batch: Batch, boxes: torch.Tensor, masks: torch.Tensor,
-                stuff_classes: torch.Tensor | None) -> LayoutGeometry:
-        """The objects painted into the image plane (``stuff_classes`` under the things, when given)."""
+                stuff_classes: torch.Tensor | None, fill_holes: bool = False) -> LayoutGeometry:
+        """The objects painted into the image plane (``stuff_classes`` under the things, when given).
+        ``fill_holes`` (and ``layout.fill_holes``): what no object covers inside a box of stuff goes
+        to that stuff (:func:`fill_stuff_holes`; for predicted masks, whose soft edges leave gaps)."""
         # float32 even under autocast: box placement should not be rounded to bf16
         with full_precision(boxes.device):
-            return compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images, self.image_size,
-                           objs=batch.objs, stuff_classes=stuff_classes, skip=batch.objs == 0,
-                           pooling=self.pooling)  # __image__ is never drawn
+            geometry = compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images, self.image_size,
+                               objs=batch.objs, stuff_classes=stuff_classes, skip=batch.objs == 0,
+                               pooling=self.pooling)  # __image__ is never drawn
+            if fill_holes and self.config["fill_holes"] and stuff_classes is not None:
+                geometry = fill_stuff_holes(geometry, boxes.float(), stuff_classes[batch.objs] & (batch.objs != 0))
+        return geometry
 
     def losses(self, out, batch: Batch, weights) -> dict[str, torch.Tensor]:
         """The layout net's weighted training losses for a forward pass ``out`` on ``batch``
@@ -208,6 +217,39 @@ class LayoutStage:
                 lambda_relation=w.lambda_layout_relation, lambda_mask=w.lambda_mask)
         return self.predictor.losses(out.boxes_pred, out.mask_logits, batch.boxes, batch.masks, batch.objs,
                                      lambda_box=w.lambda_box, lambda_mask=w.lambda_mask)
+
+
+def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: torch.Tensor) -> LayoutGeometry:
+    """``geometry`` with the pixels no object covers given to the stuff whose boxes hold them.
+
+    Ground-truth layouts cover every pixel (each belongs to some object's visible mask); predicted
+    masks are soft blobs that leave holes between stuff, which the generator never saw in
+    training and the editor draws as unlabelled. Each pixel's uncovered share (1 - the sum of the
+    visible weights) is split equally among the stuff objects of its image whose boxes contain
+    it, and a pixel without a topmost object takes the first of them as its instance. Pixels
+    outside every box of stuff stay as they were.
+    """
+    if not bool(is_stuff.any()):
+        return geometry
+    from ..models.layout import boxes_to_masks_full
+
+    weights, obj_to_img = geometry.weights, geometry.obj_to_img
+    H, W = weights.shape[-2:]
+    inside = boxes_to_masks_full(boxes, torch.ones(boxes.shape[0], 1, 1, device=boxes.device), H, W) > 0.5
+    inside = inside & is_stuff[:, None, None]
+    covered = torch.zeros(geometry.num_images, H, W, device=weights.device, dtype=weights.dtype)
+    covered = covered.index_add(0, obj_to_img, weights)
+    holders = torch.zeros_like(covered).index_add(0, obj_to_img, inside.to(weights.dtype))
+    share = inside.to(weights.dtype) / holders[obj_to_img].clamp(min=1)
+    weights = weights + (1 - covered).clamp(min=0)[obj_to_img] * share
+    # the instance map: an uncovered pixel takes the lowest-index stuff object whose box holds it
+    index = torch.arange(1, boxes.shape[0] + 1, device=boxes.device)[:, None, None]
+    candidate = torch.where(inside, index, torch.full_like(index, boxes.shape[0] + 1)).expand(-1, H, W)
+    first = torch.full_like(geometry.instances, boxes.shape[0] + 1)
+    first = first.scatter_reduce(0, obj_to_img[:, None, None].expand(-1, H, W), candidate, reduce="amin")
+    holes = (geometry.instances == 0) & (first <= boxes.shape[0])
+    instances = torch.where(holes, first, geometry.instances)
+    return dataclasses.replace(geometry, weights=weights, instances=instances)
 
 
 def packed_batch(request, stage: LayoutStage, device) -> tuple[Batch, torch.Tensor | None]:

@@ -18,7 +18,7 @@ MODEL_KEYS = ("vocab", *TOP_DEFAULTS, *SECTION_DEFAULTS)
 # The model defaults of layout2img 0.1 where today's differ (today's are the default run's model).
 _V0_1_DEFAULTS: dict[str, dict[str, Any]] = {
     "gcn": {"embed_dim": 128, "width": 128, "hidden": 512, "layers": 5},
-    "layout": {"box_hidden": 512, "mask_channels": None},
+    "layout": {"box_hidden": 512, "mask_channels": None, "fill_holes": False},
     "generator": {"ngf": 64, "n_blocks": 6, "conditioning": "input"},
     "encoder": {"norm": "instance"},
 }
@@ -27,6 +27,7 @@ _V0_1_DEFAULTS: dict[str, dict[str, Any]] = {
 #: written while the defaults were v0.1's (format 2 writes every key, so only hand-edited ones
 #: miss any); a key absent from neither table takes today's default.
 SAVED_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {1: _V0_1_DEFAULTS, 2: _V0_1_DEFAULTS}
+# (``layout.fill_holes`` came later: every folder that lacks it was written before it, so False.)
 
 
 def with_saved_defaults(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,6 +103,9 @@ def model_config(vocab: Vocab, sections: Mapping[str, Mapping | None], **top: An
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"model.{key}: expected a {'positive' if least else 'non-negative'} integer, "
                               f"got {value!r}")
+    noise = sections["generator"]["noise_channels"]  # absent from older config.json files: 0, as they meant
+    if not isinstance(noise, int) or isinstance(noise, bool) or noise < 0:
+        raise ConfigError(f"model.generator.noise_channels: expected a non-negative integer, got {noise!r}")
     spec = to_container(top.pop("text_encoder", None))
     if spec is not None and (not isinstance(spec, (str, Path)) or not str(spec).strip()):
         raise ConfigError(f"model.text_encoder: expected a CLIP folder, ARCH=FILE or NAME/TAG (or null), got {spec!r}")

@@ -3,19 +3,15 @@
     graph ─► GraphEncoder ─► object vectors ─► LayoutStage (boxes + masks, composed)
           ─► build_layout (class channels ⊕ instance edges ⊕ style map) ─► Generator ─► image
 
-The constructor takes plain JSON-serialisable keyword arguments (stored, completed with the
-defaults, as ``self.config``), so a model is fully described by ``config.json`` and rebuilt by
-``SceneGraphToImage(**config)``; ``save_pretrained`` / ``from_pretrained`` write and read that
-folder (:mod:`.checkpoint`; no pickle anywhere)::
+Its constructor's JSON-serialisable keyword arguments are ``self.config`` (``config.json``);
+``save_pretrained`` / ``from_pretrained`` write and read that folder (:mod:`.checkpoint`, no pickle)::
 
     model = SceneGraphToImage.from_pretrained("runs/shapes_64/checkpoints/latest")
     images = model.generate([{"objects": ["circle", "sky", "grass"],
                               "relationships": [[0, "above", 2]]}], seed=0)   # (1, 3, 64, 64)
 
-Layouts: :class:`~.layouts.LayoutStage` (one layout per graph from the regression, one per
-*layout seed* from the sampler). Text (``text_dim > 0``): :class:`~.text_conditioner.TextConditioner`
-(FiLM's caption embedding, the objects' description embeddings in the graph encoder, and the
-text style prior that maps an object's text to its style code's distribution).
+Layouts: :class:`~.layouts.LayoutStage`; text: :class:`~.text_conditioner.TextConditioner`;
+appearance from a picture: :meth:`SceneGraphToImage.encode_styles` (:mod:`.appearance`);
 :meth:`SceneGraphToImage.render` is the rendering hook editing uses.
 """
 from __future__ import annotations
@@ -115,18 +111,14 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         return next(self.parameters()).device
 
     @property
-    def num_semantic_channels(self) -> int:
-        return self.class_embed_dim if self.class_embed_dim > 0 else self.vocab.num_objects - 1
-
-    @property
     def layout_channels(self) -> int:
-        """Channels of the generator's input (semantic ⊕ edges ⊕ style)."""
-        return layout_channels(self.vocab.num_objects, self.class_embed_dim, self.style_dim)
+        """Channels of the generator's input (semantic ⊕ edges ⊕ noise ⊕ style)."""
+        return self.generator.in_channels
 
     @property
     def discriminator_layout_channels(self) -> int:
         """Channels of ``LayoutTensors.for_discriminator()`` (semantic ⊕ edges)."""
-        return self.num_semantic_channels + 1
+        return (self.class_embed_dim if self.class_embed_dim > 0 else self.vocab.num_objects - 1) + 1
 
     # -- the stages' facts and switches ----------------------------------------------------------
     @property
@@ -255,31 +247,28 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
                 obj_text_mask: torch.Tensor | None = None, stage: str = "full",
                 generator: torch.Generator | None = None, keep_known_boxes: bool = True,
                 style_codes: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-                layout_noise: torch.Tensor | None = None, refine: bool = False) -> ModelOutput:
+                layout_noise: torch.Tensor | None = None, refine: bool = False,
+                style_known: torch.Tensor | None = None) -> ModelOutput:
         """Run the model on a packed batch.
 
         ``layout_source``: ``'gt'`` builds the layout from ``batch.boxes`` / ``batch.masks``
         (predicted masks where the batch has none, or with ``layout.use_gt_masks=False``);
-        ``'pred'`` from the predictions, except that boxes the batch knows
-        (``batch.boxes_known``: user boxes) are used as given. Dataset batches know every box,
-        so the fully predicted layout of dataset graphs needs ``keep_known_boxes=False``.
-        ``style_source``: ``'encode'`` (reparameterised codes of ``batch.images``, pooled over
-        the ground-truth layout; training), ``'sample'`` (N(0, I)), ``'cluster'`` (fitted
-        :class:`StyleClusters`). Random draws use ``generator`` (any device) when given.
-        ``style_codes`` (O, style_dim), one row per ``batch.objs`` entry, replaces the codes
-        ``style_source`` would give (a fixed appearance per object, e.g. to restyle only one).
+        ``'pred'`` from the predictions, boxes the batch knows (``batch.boxes_known``) kept unless
+        ``keep_known_boxes=False`` (a dataset graph's fully predicted layout). ``style_source``:
+        ``'encode'`` (reparameterised codes of ``batch.images`` pooled over the ground-truth
+        layout; training), ``'sample'`` (N(0, I)), ``'cluster'`` (fitted :class:`StyleClusters`);
+        random draws use ``generator`` (any device) when given. ``style_codes`` (O, style_dim)
+        replaces those codes, or with ``style_known`` (O,) bool only the rows it marks.
 
         Layout sampler only: in training mode with ``layout_source='gt'`` the layout is the
         posterior pass :meth:`LayoutSampler.losses` needs (``ModelOutput.layout_sample``); else
         free boxes are drawn from ``layout_noise`` (O, z_dim + 1) (None: from ``generator``).
         ``refine``: repair broken relations of the free predicted boxes (either predictor).
 
-        Text (models with ``text_dim > 0``; :meth:`encode_texts` makes all four from a batch):
-        ``text_emb`` (B, text_dim) caption embeddings for FiLM, ``text_mask`` (B,) bool saying
-        which images have one (the others are generated exactly as without text; None: all);
-        ``obj_text_emb`` (O, text_dim) / ``obj_text_mask`` (O,) per-object descriptions. Objects
-        with text (a description, or a caption on their image) draw their ``'sample'`` /
-        ``'cluster'`` codes from the text style prior.
+        Text (``text_dim > 0``; :meth:`encode_texts` makes all four): ``text_emb`` (B, text_dim)
+        captions for FiLM on the images ``text_mask`` (B,) marks (None: all), ``obj_text_emb`` (O,
+        text_dim) / ``obj_text_mask`` (O,) descriptions; objects with text draw their codes from
+        the text style prior.
         """
         check_sources(layout_source, style_source)
         num_images, size = batch.num_images, self.image_size
@@ -291,30 +280,35 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
             batch, obj_vecs, training_pass=self.training and layout_source == "gt",
             keep_known_boxes=keep_known_boxes, generator=generator, noise=layout_noise, refine=refine)
         boxes, masks = layouts.geometry_inputs(batch, boxes_pred, mask_logits, layout_source, keep_known_boxes)
-        geometry = layouts.compose(batch, boxes, masks, self.stuff_classes)
+        geometry = layouts.compose(batch, boxes, masks, self.stuff_classes,
+                                   fill_holes=not layouts.uses_given_masks(batch, layout_source))
         prior_mu, prior_logvar, prior_mask = self.text_conditioner.prior(batch, obj_vecs, text_emb, text_mask,
                                                                          obj_text_emb, obj_text_mask)
 
         mu = logvar = codes = None
         if style_codes is not None:
-            codes = check_style_codes(style_codes, batch.objs.shape[0], self.style_dim).to(obj_vecs.device)
+            given = check_style_codes(style_codes, batch.objs.shape[0], self.style_dim).to(obj_vecs.device)
+        if style_codes is not None and style_known is None:
+            codes = given
         elif self.style_dim > 0:
             if style_source == "encode":  # pooled over the ground-truth layout when the batch has one
                 enc_geometry = geometry
                 if layout_source != "gt" and bool(batch.boxes_known.all()):
                     enc_geometry = layouts.compose(batch, *layouts.geometry_inputs(batch, boxes_pred, mask_logits, "gt"),
-                                                   self.stuff_classes)
+                                                   self.stuff_classes, not layouts.uses_given_masks(batch, "gt"))
                 mu, logvar, codes = encode_style_codes(self.encoder, batch.images, enc_geometry, batch.obj_to_img,
                                                        size, generator)
             else:
                 codes = draw_style_codes(style_source, batch.objs, self.style_dim, self.style_clusters, generator,
                                          obj_vecs.device, prior_mu, prior_logvar, prior_mask)
             codes = codes.float()
+            if style_codes is not None:  # the rows style_known marks are given, the rest drawn as without them
+                codes = torch.where(style_known.to(codes.device)[:, None], given, codes)
 
         with full_precision(boxes.device):
             layout = build_layout(batch.objs, boxes, masks, batch.obj_to_img, num_images, size,
                                   self.vocab.num_objects, style_codes=codes, class_embedding=self.class_embedding,
-                                  geometry=geometry)
+                                  geometry=geometry, noise_channels=self.generator.noise_channels, generator=generator)
         images = self.render(layout, caption_emb=text_emb, caption_mask=text_mask, stage=stage)
         return ModelOutput(images=images, boxes_pred=boxes_pred, mask_logits=mask_logits, boxes=boxes, masks=masks,
                            layout=layout, style_mu=mu, style_logvar=logvar, style_codes=codes, obj_vecs=obj_vecs,
@@ -340,13 +334,13 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         caption (or None) per graph; it replaces the graphs' own captions. Without it a graph's
         ``caption`` and ``descriptions`` are used (and ignored by models without a text encoder).
         ``style_source``: ``'auto'`` / None (the fitted style clusters when there are any, else
-        sampled), ``'cluster'`` or ``'sample'``. ``style_codes``: fixed codes instead, one
-        ``(num_objects, style_dim)`` tensor per graph (a list, or one tensor for one graph), the
-        same for all its samples. With ``return_layout`` returns ``(images, LayoutTensors)``; with
-        ``return_output`` the whole :class:`ModelOutput` (images clamped; boxes and masks as used,
-        one row per object, each graph's ``__image__`` last). Arguments are checked once
-        (:func:`~layout2img.pipeline.inputs.check_inputs`).
-        """
+        sampled), ``'cluster'`` or ``'sample'``. ``style_codes``: per graph (a list; one entry for
+        one graph) fixed codes for all its samples: an ``(num_objects, style_dim)`` tensor, or
+        ``{object index: (style_dim,) code}`` for some objects (e.g. :meth:`encode_styles`'), the
+        others drawn as without it. With ``return_layout`` returns ``(images, LayoutTensors)``;
+        with ``return_output`` the whole :class:`ModelOutput` (images clamped; boxes and masks as
+        used, one row per object, each graph's ``__image__`` last). Arguments are checked once
+        (:func:`~layout2img.pipeline.inputs.check_inputs`)."""
         request = check_inputs(self, graphs, seed, num_samples, text, style_source, style_codes, layout_seed, refine)
         batch, noise = packed_batch(request, self.layout_stage, self.device)
         codes = request.style_codes.to(self.device) if request.style_codes is not None else None
@@ -354,7 +348,8 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         with self.evaluating():
             texts = self.encode_texts(batch).as_kwargs() if self.text_encoder is not None else {}
             out = self.forward(batch, layout_source=layout_source, style_source=request.style_source, generator=rng,
-                               style_codes=codes, layout_noise=noise, refine=request.refine, **texts)
+                               style_codes=codes, style_known=request.style_known, layout_noise=noise,
+                               refine=request.refine, **texts)
         images = out.images.float().clamp(-1, 1)
         if return_output:
             return dataclasses.replace(out, images=images)
@@ -383,6 +378,15 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
             boxes, mask_logits, _ = self.layout_stage.predict_boxes(batch, obj_vecs, noise=noise,
                                                                     refine=request.refine)
         return per_image_layouts(batch, boxes, mask_logits)
+
+    def encode_styles(self, image: Any, graph: Any, masks: Any = None) -> torch.Tensor:
+        """(N, style_dim) codes of a reference graph's N objects from a user's picture: ``image`` a
+        (3, S, S) tensor in [-1, 1] at the model's size, a PIL image or a file path; ``graph``'s
+        ``boxes`` say where each object is in it; ``masks`` (N, M, M) or None (predicted). What
+        ``generate(style_codes=...)`` takes (:mod:`~layout2img.pipeline.appearance`)."""
+        from .appearance import encode_reference
+
+        return encode_reference(self, image, graph, masks)[1]
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:

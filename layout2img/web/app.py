@@ -9,12 +9,13 @@
     POST /api/edit              a scene + {"text", "negatives", "target", ...} -> 202 {"job": ID, ...}
     GET  /api/edit/{job}        the edit's state and progress; when done its image and style codes
     POST /api/edit/{job}/cancel {} -> the edit, its cancellation requested
+    POST /api/appearance        a picture, what it shows where, the scene's objects -> style codes (:mod:`.appearance`)
     GET  /openapi.json, /docs   the API's description (pydantic models of :mod:`.models`)
 
 Every refusal is a 4xx with ``{"error": one line, "errors": [every line]}``: 400 for a bad field
 (named) or graph (the validator's lines), 403 for a foreign Host or Origin, 404, 405, 409 for
-what this model cannot do, 413 for a body over ``max_body``, 415 for a POST that is not JSON,
-429 when busy; a bug is a 500 for that request only, its traceback in the server's log.
+what this model cannot do, 413 for a body over ``max_body`` (``max_image_body`` for /api/appearance),
+415 for a POST that is not JSON, 429 when busy; a bug is a 500 for that request only, its traceback in the server's log.
 """
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from ..errors import Layout2ImgError
+from .appearance import MAX_IMAGE_BODY, appearance
 from .edits import EditJobs
 from .guard import AccessLog, Guard, error_answer
-from .models import CancelRequest, EditJob, EditRequest, ErrorAnswer, Generated, Health, Info, SceneRequest, Styles
+from .models import Appearance, AppearanceRequest, CancelRequest, EditJob, EditRequest, ErrorAnswer, Generated, Health
+from .models import Info, SceneRequest, Styles
 from .models import error_lines
 from .protocol import RequestError
 from .service import MAX_BODY, ModelService
@@ -43,6 +46,7 @@ STATIC_FILES = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/edit.js": ("edit.js", "text/javascript; charset=utf-8"),
     "/styles.js": ("styles.js", "text/javascript; charset=utf-8"),
+    "/appearance.js": ("appearance.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 REFUSALS = {status: {"model": ErrorAnswer} for status in (400, 403, 413, 415, 429)}
@@ -62,11 +66,13 @@ class EditorApp(FastAPI):
 
 
 def create_app(service: ModelService, jobs: EditJobs | None = None, *, loopback_only: bool = True,
-               max_body: int = MAX_BODY, log: AccessLog | None = None) -> FastAPI:
+               max_body: int = MAX_BODY, max_image_body: int = MAX_IMAGE_BODY,
+               log: AccessLog | None = None) -> FastAPI:
     """The editor's app for ``service`` and its edit ``jobs`` (default: one edit at a time, two
     waiting). ``loopback_only``: answer only requests addressed to a loopback name (set it when
     the server listens on a loopback address: a web page elsewhere then cannot reach it through
-    DNS rebinding). ``app.state`` holds ``service``, ``jobs`` and ``log`` (statuses and lines)."""
+    DNS rebinding). Request bodies may hold ``max_body`` bytes, /api/appearance's (a picture)
+    ``max_image_body``. ``app.state`` holds ``service``, ``jobs`` and ``log`` (statuses and lines)."""
     from ..version import __version__
 
     jobs = jobs if jobs is not None else EditJobs(service)
@@ -77,12 +83,14 @@ def create_app(service: ModelService, jobs: EditJobs | None = None, *, loopback_
         yield
         jobs.close()  # running edits stop at their next step
 
-    app = EditorApp(Guard(None, loopback_only=loopback_only, log=log, max_body=max_body),
+    limits = {"/api/appearance": max_image_body}  # path -> its body limit, where not max_body
+    service.max_image_body = max_image_body
+    app = EditorApp(Guard(None, loopback_only=loopback_only, log=log, max_body=max_body, limits=limits),
                     title="layout2img editor", version=__version__, lifespan=lifespan, max_body_size=max_body,
                     description="Scene graph -> layout -> image, and text-guided edits of regions of it.",
                     docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     app.state.service, app.state.jobs, app.state.log, app.state.max_body = service, jobs, log, max_body
-    _add_error_handlers(app, log, max_body)
+    _add_error_handlers(app, log, max_body, limits)
     _describe_vocabulary(app, service)
 
     static = {name: (STATIC_DIR / name).read_bytes() for name, _ in set(STATIC_FILES.values())}
@@ -125,10 +133,16 @@ def create_app(service: ModelService, jobs: EditJobs | None = None, *, loopback_
     def edit_cancel(job: str, request: CancelRequest) -> dict:
         return jobs.cancel(job)
 
+    @app.post("/api/appearance", response_model=Appearance, responses={**REFUSALS, 409: {"model": ErrorAnswer}},
+              max_body_size=max_image_body,
+              summary="Style codes from a picture: each scene object takes the code of a reference object")
+    def appearance_codes(request: AppearanceRequest) -> dict:
+        return appearance(service, request)
+
     return app
 
 
-def _add_error_handlers(app: FastAPI, log: AccessLog, max_body: int) -> None:
+def _add_error_handlers(app: FastAPI, log: AccessLog, max_body: int, limits: dict[str, int]) -> None:
     """Every refusal as ``{"error", "errors"}``; no traceback ever reaches a client."""
 
     @app.exception_handler(RequestError)
@@ -153,7 +167,7 @@ def _add_error_handlers(app: FastAPI, log: AccessLog, max_body: int) -> None:
             allow = (e.headers or {}).get("Allow", "")
             message = f"{method} {path}: use {' or '.join(m.strip() for m in allow.split(',') if m.strip() != 'HEAD')}"
         elif e.status_code == 413:
-            message = f"request body is larger than the limit of {max_body} bytes"
+            message = f"request body is larger than the limit of {limits.get(request.url.path, max_body)} bytes"
         elif isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body"
             message = f"request body: not UTF-8 text (byte 0x{e.__cause__.object[e.__cause__.start]:02x})"
         elif isinstance(e.__cause__, RecursionError):
@@ -176,11 +190,16 @@ def _describe_vocabulary(app: FastAPI, service: ModelService) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema, info = build(), service.info()
+            components = schema["components"]["schemas"]
             for name in ("SceneRequest", "EditRequest"):
-                graph = schema["components"]["schemas"][name]["properties"]["graph"]["properties"]
+                graph = components[name]["properties"]["graph"]["properties"]
                 graph["objects"].update(maxItems=service.max_objects)
                 graph["objects"]["items"]["enum"] = info["objects"]
                 graph["relationships"]["items"]["prefixItems"][1]["enum"] = info["predicates"]
+            for names in (components["ReferenceGraph"]["properties"]["objects"],
+                          components["AppearanceRequest"]["properties"]["targets"]):
+                names.update(maxItems=service.max_objects)
+                names["items"]["enum"] = info["objects"]
             for parameter in schema["paths"]["/api/styles"]["get"]["parameters"]:
                 parameter["schema"]["enum"] = info["objects"]
         return app.openapi_schema

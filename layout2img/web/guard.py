@@ -65,8 +65,9 @@ class Guard:
     """The ASGI middleware described above, outermost around the app's routes."""
 
     def __init__(self, app: ASGIApp | None, loopback_only: bool = True, log: AccessLog | None = None,
-                 max_body: int | None = None):
+                 max_body: int | None = None, limits: dict[str, int] | None = None):
         self.app, self.loopback_only, self.max_body = app, loopback_only, max_body
+        self.limits = dict(limits or {})  # path -> its own body limit (instead of max_body)
         self.log = log if log is not None else AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,6 +121,7 @@ class Guard:
         # FastAPI's own limit counts the bytes as they come; a body declared too large is refused
         # here, unread, because FastAPI would answer it in plain text instead of this JSON
         length = headers.get("content-length", "")
-        if self.max_body is not None and length.isdigit() and int(length) > self.max_body:
-            return 413, f"request body is {int(length)} bytes, more than the limit of {self.max_body}"
+        limit = self.limits.get(scope.get("path", ""), self.max_body)
+        if limit is not None and length.isdigit() and int(length) > limit:
+            return 413, f"request body is {int(length)} bytes, more than the limit of {limit}"
         return None

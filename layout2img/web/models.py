@@ -95,6 +95,44 @@ def _target(v: Any) -> Any:
     raise ValueError("must be an object index, a box [x0, y0, x1, y1], or null (the whole image)")
 
 
+def _box(v: Any) -> list[float]:
+    ok = isinstance(v, list) and len(v) == 4 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    if not ok or not (0 <= v[0] < v[2] <= 1 and 0 <= v[1] < v[3] <= 1):
+        raise ValueError(f"box {_shown(v)}: expected [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 "
+                         "(fractions of the picture)")
+    return [float(x) for x in v]
+
+
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip() or len(v) > MAX_TEXT:
+        raise ValueError(f"must be an object class name (a non-empty string), got {_shown(v)}")
+    return v.strip()
+
+
+def _picture(v: Any) -> str:
+    if not isinstance(v, str) or not v.startswith("data:image/") or ";base64," not in v[:80]:
+        raise ValueError(f"must be a picture as a base64 data URL (data:image/png;base64,...), got {_shown(v)}")
+    return v
+
+
+def _mapping(v: Any) -> dict[int, int] | None:
+    if v is None:
+        return None
+    usage = 'must map object indices of targets to reference object indices, e.g. {"0": 2}'
+    if not isinstance(v, dict):
+        raise ValueError(usage)
+    out: dict[int, int] = {}
+    for key, ref in v.items():
+        target = int(key) if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 10 else \
+            _integer(key) if not isinstance(key, str) else None
+        ref_index = _integer(ref)
+        if target is None or target < 0 or ref_index is None or ref_index < 0:
+            raise ValueError(f"{usage}; got {_shown(key)}: {_shown(ref)}")
+        out[target] = ref_index
+    return out
+
+
 def _flag(v: Any) -> Any:
     if v is not None and not isinstance(v, bool):
         raise ValueError("must be true or false")
@@ -133,6 +171,19 @@ CodeValue = Annotated[float, BeforeValidator(_code_value), _schema("number", -MA
 Target = Annotated[int | list[float] | None, BeforeValidator(_target), WithJsonSchema({
     "anyOf": [{"type": "integer", "minimum": 0}, _BOX_SCHEMA, {"type": "null"}],
     "description": "an object index, a box [x0, y0, x1, y1], or null for the whole image"})]
+
+
+Box = Annotated[list[float], BeforeValidator(_box), WithJsonSchema(_BOX_SCHEMA)]
+ObjectName = Annotated[str, BeforeValidator(_name), WithJsonSchema({"type": "string", "minLength": 1,
+                                                                      "maxLength": MAX_TEXT})]
+Picture = Annotated[str, BeforeValidator(_picture), WithJsonSchema({
+    "type": "string", "pattern": "^data:image/[a-z.+-]+;base64,",
+    "description": "the picture as a data URL, e.g. data:image/png;base64,... (the page sends a PNG "
+                   "at the model's image size)"})]
+ObjectMap = Annotated[dict[int, int] | None, BeforeValidator(_mapping), WithJsonSchema({
+    "anyOf": [{"type": "object", "propertyNames": {"pattern": "^[0-9]+$"},
+               "additionalProperties": {"type": "integer", "minimum": 0}}, {"type": "null"}],
+    "description": "{target index: reference index}: these targets take that reference object's code"})]
 
 
 class Strict(BaseModel):
@@ -182,6 +233,22 @@ class EditRequest(SceneRequest):
     modulation: Annotated[bool | None, BeforeValidator(_flag)] = None
 
 
+class ReferenceGraph(Strict):
+    """What a reference picture shows: its objects and where each one is."""
+
+    objects: list[ObjectName] = Field(min_length=1, description="class names of the vocabulary")
+    boxes: list[Box] = Field(description="one box [x0, y0, x1, y1] per object, in [0, 1] of the picture")
+
+
+class AppearanceRequest(Strict):
+    """A picture whose objects' appearance a scene should take (``POST /api/appearance``)."""
+
+    image: Picture
+    reference: ReferenceGraph
+    targets: list[ObjectName] = Field(description="the scene's object class names, in order")
+    mapping: ObjectMap = None
+
+
 class CancelRequest(Strict):
     """An empty JSON object: a cross-site form cannot send one."""
 
@@ -215,8 +282,11 @@ class Info(BaseModel):
     region_edit: bool
     region_edit_reason: str | None
     edit_clip: str | None
+    appearance: bool
+    appearance_reason: str | None
     max_objects: int
     max_body: int
+    max_image_body: int = Field(description="the body limit of POST /api/appearance (it carries a picture)")
     max_batch: int
 
 
@@ -234,6 +304,14 @@ class Generated(BaseModel):
     warnings: list[str]
     ms: float = Field(description="milliseconds the model took for the batch this request ran in")
     batch: int = Field(description="how many requests that model call drew (1: alone)")
+
+
+class Appearance(BaseModel):
+    codes: list[list[float] | None] = Field(
+        description="one style code per target object: the code of the reference object it maps to, else of "
+                    "a reference object of its class (the k-th of a class the k-th, cycling), else null")
+    reference_codes: list[list[float]] = Field(description="each reference object's code, encoded from the picture")
+    ms: float = Field(description="milliseconds the encoding took")
 
 
 class StyleCluster(BaseModel):

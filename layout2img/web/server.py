@@ -13,6 +13,7 @@ import time
 from typing import TextIO
 
 from ..errors import ConfigError
+from .appearance import MAX_IMAGE_BODY
 from .edits import EditJobs, check_edit_options
 from .guard import AccessLog
 from .protocol import is_loopback
@@ -27,8 +28,9 @@ GRACEFUL_SECONDS = 5
 
 def build_app(model, *, checkpoint: str | None = None, clip=None, clip_spec: str | None = None,
               style: str = "auto", loopback_only: bool = True, max_body: int = MAX_BODY,
-              max_waiting: int = MAX_WAITING, max_edits: int = MAX_EDITS, edit_queue: int = EDIT_QUEUE,
-              edit_options: dict | None = None, max_batch: int = MAX_BATCH, batch_wait: float = MAX_WAIT,
+              max_image_body: int = MAX_IMAGE_BODY, max_waiting: int = MAX_WAITING, max_edits: int = MAX_EDITS,
+              edit_queue: int = EDIT_QUEUE, edit_options: dict | None = None, max_batch: int = MAX_BATCH,
+              batch_wait: float = MAX_WAIT,
               quiet: bool = False, log: TextIO | None = None):
     """The editor's FastAPI app for ``model``.
 
@@ -38,7 +40,8 @@ def build_app(model, *, checkpoint: str | None = None, clip=None, clip_spec: str
     of :func:`~layout2img.editing.edit_image` for every edit (``steps``, ``restarts``, ``lr``,
     ``strength``, ...); a request's own ``steps``, ``restarts`` and ``modulation`` win. ``style``:
     how style seeds draw codes (``--style``: auto, cluster or sample). ``max_batch`` generate
-    requests at most share one model call, gathered for at most ``batch_wait`` seconds;
+    requests at most share one model call, gathered for at most ``batch_wait`` seconds; a request
+    body may hold ``max_body`` bytes, a picture sent to /api/appearance ``max_image_body``;
     ``max_waiting`` requests may wait for the model, more get 429. ``log``: where request lines
     (not with ``quiet``) and failures go (default stderr)."""
     from .app import create_app
@@ -57,7 +60,8 @@ def build_app(model, *, checkpoint: str | None = None, clip=None, clip_spec: str
     access = AccessLog(log, quiet=quiet)
     jobs = EditJobs(service, max_running=max_edits, max_queued=edit_queue, defaults=defaults,
                     log_error=access.error_text)
-    return create_app(service, jobs, loopback_only=loopback_only, max_body=max_body, log=access)
+    return create_app(service, jobs, loopback_only=loopback_only, max_body=max_body, max_image_body=max_image_body,
+                      log=access)
 
 
 def listen(host: str, port: int) -> socket.socket:

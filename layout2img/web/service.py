@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from ..errors import GraphError
 from .models import SceneRequest
 from .protocol import RequestError, png_data_url
+from .appearance import MAX_IMAGE_BODY, appearance_reason
 from .scheduler import MAX_BATCH, MAX_WAIT, Batcher, ModelTurns
 
 MAX_BODY = 64 * 1024
@@ -75,6 +76,7 @@ class ModelService:
         self.clip_spec = clip_spec
         self.max_objects = DEFAULT_MAX_OBJECTS if max_objects is None else max_objects
         self.max_waiting = max_waiting
+        self.max_image_body = MAX_IMAGE_BODY  # /api/appearance's body limit (create_app sets the app's)
         self.turns = ModelTurns()
         self.batcher = Batcher(self.turns, self._run_batch, max_batch=max_batch, max_wait=max_wait)
         self._waiting = 0
@@ -121,7 +123,10 @@ class ModelService:
             "region_edit_reason": edit_reason,
             "edit_clip": self.clip_spec if self.clip is not None else ("the model's text encoder" if self.has_text
                                                                        else None),
-            "max_objects": self.max_objects, "max_body": MAX_BODY, "max_batch": self.batcher.max_batch,
+            "appearance": appearance_reason(self.model) is None,
+            "appearance_reason": appearance_reason(self.model),
+            "max_objects": self.max_objects, "max_body": MAX_BODY, "max_image_body": self.max_image_body,
+            "max_batch": self.batcher.max_batch,
         }
 
     # -- parsing ---------------------------------------------------------------------------------
@@ -295,10 +300,11 @@ class ModelService:
                 raise
             return [self._alone(scene) for scene in scenes]  # only the culprit fails
         seconds = time.perf_counter() - started
+        visible = out.visible_masks()  # the layout pictures show what the generator got
         row = 0
         for k, (i, graph, _) in enumerate(ready):
             n = graph.num_objects
-            boxes, masks = out.boxes[row:row + n].detach().cpu(), out.masks[row:row + n].detach().cpu()
+            boxes, masks = out.boxes[row:row + n].detach().cpu(), visible[row:row + n].detach().cpu()
             row += n + 1  # each graph's __image__ follows its objects
             if scenes[i].pinned is None:
                 self._remember(self._structure_key(scenes[i].graph), boxes)
@@ -310,7 +316,7 @@ class ModelService:
         """The style clusters of object class ``name``, each with its code and swatch colour."""
         if not isinstance(name, str) or not name:
             raise RequestError(400, "give the object class: /api/styles?object=NAME")
-        with self._turn():
+        with self.model_turn():
             return self.swatches.for_class(name)
 
     def _alone(self, scene: Scene):
@@ -320,7 +326,7 @@ class ModelService:
             return e
 
     @contextlib.contextmanager
-    def _turn(self):
+    def model_turn(self):
         """A request's own turn on the model (admitted first)."""
         with self._admitted(), self.turns.request():
             yield

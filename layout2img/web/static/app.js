@@ -1,5 +1,6 @@
 // layout2img scene-graph editor: builds a graph, asks /api/generate, shows layout and image
-// (edit.js adds text-guided region editing, styles.js the restyle control).
+// (edit.js adds text-guided region editing and Undo, styles.js the restyle control, appearance.js
+// appearance from a picture).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -233,6 +234,7 @@ function render() {
   $("new-styles").disabled = !state.objects.length || !(state.info && state.info.style);
   drawLayout();
   renderEdit();
+  renderAppearance(); // appearance.js
 }
 
 function renderObjects() {
@@ -266,7 +268,7 @@ function renderObjects() {
     const classes = [o.id === state.selected ? "selected" : "", state.invalid.has(o.id) ? "invalid" : ""];
     const li = el("li", { dataset: { id: o.id }, className: classes.join(" ").trim() }, row);
     if (state.invalid.has(o.id)) li.title = "The server refused this object: see the message under the image";
-    li.addEventListener("mouseenter", () => { state.selected = o.id; drawLayout(); });
+    li.addEventListener("mouseenter", () => { state.selected = o.id; drawLayout(); renderAppearance(); });
     list.appendChild(li);
   });
   $("objects-empty").hidden = state.objects.length > 0;
@@ -595,6 +597,7 @@ async function start() {
   setupCanvasEvents();
   setupControls();
   setupEditing();
+  setupAppearance();
   render();
   let answer;
   try {

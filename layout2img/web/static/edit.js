@@ -1,4 +1,5 @@
-// layout2img editor: text-guided region editing (POST /api/edit, progress, cancel, undo).
+// layout2img editor: text-guided region editing (POST /api/edit, progress, cancel), and the Undo
+// of the objects' codes that edits and appearance.js's "Apply" push.
 // Uses app.js's state and helpers; app.js calls renderEdit() and pickEditTarget().
 "use strict";
 
@@ -13,7 +14,7 @@ const editing = {
   draw: null, // {start, box} while a box is being drawn
   job: null, // the running edit: {id (null until the server answers), version, label, text}
   timer: null,
-  undo: [], // {image, codes: Map(object id -> code | null), version}: the state before each edit
+  undo: [], // {image, codes: Map(object id -> code | null), version, label}: the state before each change
 };
 
 const formatClip = (v) => (v == null ? "–" : Number(v).toFixed(3));
@@ -233,12 +234,7 @@ function finishEdit(job, data) {
   } else if (!data.improved) {
     setStatus(`No better image found for \u201c${job.text}\u201d (${clips}); the image is unchanged.`);
   } else {
-    editing.undo.push({
-      image: state.result ? state.result.image : null,
-      codes: new Map(state.objects.map((o) => [o.id, o.code])),
-      version: state.version,
-    });
-    if (editing.undo.length > UNDO_DEPTH) editing.undo.shift();
+    rememberForUndo("the edit");
     if (data.style_codes) state.objects.forEach((o, i) => { o.code = data.style_codes[i]; });
     if (state.result) state.result.image = data.image;
     const img = $("result-image");
@@ -265,18 +261,39 @@ async function cancelEdit() {
   }
 }
 
+// Push the state before a change of the objects' codes (an edit, an appearance from a picture) onto
+// the Undo stack: the codes, and the image when ``exact`` (it shows the scene as it is now).
+function rememberForUndo(label, exact = true) {
+  const entry = {
+    image: exact && state.result ? state.result.image : null,
+    codes: new Map(state.objects.map((o) => [o.id, o.code])),
+    version: state.version,
+    label,
+  };
+  editing.undo.push(entry);
+  if (editing.undo.length > UNDO_DEPTH) editing.undo.shift();
+  renderEdit();
+  return entry;
+}
+
 function undoEdit() {
+  if (editing.job) return;
   const entry = editing.undo.pop();
-  if (!entry || editing.job) return;
+  if (!entry) return;
   for (const o of state.objects) if (entry.codes.has(o.id)) o.code = entry.codes.get(o.id);
   if (entry.version === state.version && entry.image && state.result) {
-    // nothing changed since the edit: the image before it, exactly
+    // nothing changed since: the image before it, exactly (an image still on its way is dropped)
+    state.seq++;
+    clearTimeout(state.timer);
+    setBusy(false);
     state.result.image = entry.image;
-    $("result-image").src = entry.image;
-    setStatus("Undone: the image before the edit.");
-    renderEdit();
+    const img = $("result-image");
+    img.src = entry.image;
+    img.classList.remove("stale");
+    setStatus(`Undone: the image before ${entry.label}.`);
+    render();
   } else {
-    setStatus("Undone: the styles before the edit (the scene has changed since, so it is drawn again).");
+    setStatus(`Undone: the styles before ${entry.label} (the scene has changed since, so it is drawn again).`);
     changed({ now: true });
   }
 }

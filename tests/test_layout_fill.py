@@ -1,0 +1,106 @@
+"""The layout the generator gets from predicted masks: holes between stuff filled, things on top in the pictures."""
+from __future__ import annotations
+
+import torch
+from conftest import TINY_MODEL
+
+from layout2img import SceneGraphToImage
+from layout2img.models.layout import compose
+from layout2img.pipeline.layouts import fill_stuff_holes
+
+# sky over the top half, grass over the bottom half, a square thing across the horizon
+BOXES = torch.tensor([[0.0, 0.0, 1.0, 0.5], [0.0, 0.5, 1.0, 1.0], [0.25, 0.25, 0.75, 0.75]])
+OBJS = torch.tensor([1, 2, 3])
+STUFF = torch.tensor([True, True, False])
+
+
+def soft_masks() -> torch.Tensor:
+    masks = torch.ones(3, 8, 8)
+    masks[0, 5:, :] = 0.0  # the sky's mask stops short of the horizon: a hole
+    masks[1, :, 4:] = 0.2  # the grass's right half is faint: a partial hole
+    return masks
+
+
+def test_holes_inside_stuff_boxes_are_filled_and_the_rest_is_left_alone():
+    obj_to_img = torch.zeros(3, dtype=torch.long)
+    masks = soft_masks()
+    masks[0, :, :] = 1.0
+    masks[0, 5:, :] = 0.0
+    boxes = BOXES.clone()
+    boxes[1] = torch.tensor([0.0, 0.5, 0.5, 1.0])  # the grass box covers only the bottom-left quarter
+    geometry = compose(boxes, masks, obj_to_img, 1, 16, objs=OBJS, stuff_classes=torch.tensor([False, True, True, False]))
+    assert float(geometry.weights.sum(0).min()) < 0.5 and int((geometry.instances == 0).sum()) > 0  # holes before
+    filled = fill_stuff_holes(geometry, boxes, STUFF)
+
+    covered = filled.weights.sum(0)
+    in_stuff = torch.zeros(16, 16, dtype=torch.bool)
+    in_stuff[:8, :] = True
+    in_stuff[8:, :8] = True
+    assert torch.allclose(covered[in_stuff], torch.ones(()), atol=1e-5)  # every pixel a box of stuff holds
+    assert bool((filled.instances[0][in_stuff] > 0).all())
+    outside = ~in_stuff
+    assert torch.equal(filled.weights[:, outside], geometry.weights[:, outside])  # the bottom-right stays
+    assert torch.equal(filled.instances[0][outside], geometry.instances[0][outside])
+    assert torch.equal(filled.weights[2], geometry.weights[2])  # a thing keeps its weights
+    # the sky's hole went to the sky (its box alone holds those pixels), not to the grass
+    assert torch.allclose(filled.weights[0, 6:8, :4], torch.ones(()) - geometry.weights[2, 6:8, :4])
+    assert int(filled.instances[0, 7, 0]) == 1
+
+
+def test_full_coverage_is_unchanged():
+    obj_to_img = torch.zeros(3, dtype=torch.long)
+    masks = torch.ones(3, 8, 8)
+    geometry = compose(BOXES, masks, obj_to_img, 1, 16, objs=OBJS, stuff_classes=torch.tensor([False, True, True, False]))
+    filled = fill_stuff_holes(geometry, BOXES, STUFF)
+    assert torch.allclose(filled.weights, geometry.weights) and torch.equal(filled.instances, geometry.instances)
+
+
+def model() -> SceneGraphToImage:
+    torch.manual_seed(0)
+    return SceneGraphToImage(**TINY_MODEL).eval()
+
+
+GRAPH = {"objects": ["sky", "grass", "circle"], "relationships": [[0, "above", 1]],
+         "boxes": [[0.0, 0.0, 1.0, 0.55], [0.0, 0.45, 1.0, 1.0], [0.3, 0.3, 0.7, 0.7]]}
+
+
+def test_generated_layouts_from_predicted_masks_have_no_unlabelled_pixels():
+    m = model()
+    out = m.generate(GRAPH, seed=0, return_output=True)
+    geometry = out.layout.geometry
+    assert int((geometry.instances == 0).sum()) == 0  # the stuff boxes cover the image
+    assert torch.allclose(geometry.weights.sum(0), torch.ones(()), atol=1e-4)
+    # the same masks without the filling leave holes (the tiny model's masks are soft blobs)
+    raw = compose(out.boxes, out.masks, geometry.obj_to_img, 1, m.image_size, objs=torch.tensor(
+        [m.vocab.object_index(n) for n in GRAPH["objects"]] + [0]), stuff_classes=m.stuff_classes,
+        skip=torch.tensor([False, False, False, True]))
+    assert float(raw.weights.sum(0).min()) < 0.99
+
+
+def test_visible_masks_put_things_on_top_of_stuff():
+    m = model()
+    out = m.generate(GRAPH, seed=0, return_output=True)
+    visible = out.visible_masks()
+    assert visible.shape == out.masks.shape and float(visible.min()) >= 0 and float(visible.max()) <= 1
+    size = visible.shape[-1]
+    # the circle sits in the middle of the sky's and the grass's boxes: where it is visible, they are not
+    circle = visible[2]
+    assert float(circle.mean()) > 0.2
+    sky_over_circle = visible[0][size // 2:, size // 4: 3 * size // 4]  # the sky box's lower middle: the circle
+    assert float(sky_over_circle.mean()) < float(out.masks[0][size // 2:, size // 4: 3 * size // 4].mean())
+
+
+def test_folders_written_before_the_switch_keep_their_holes(tmp_path):
+    """A checkpoint whose config.json lacks layout.fill_holes was written before it: it draws as it did."""
+    import json
+
+    m = model()
+    folder = m.save_pretrained(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["layout"]["fill_holes"] is True  # written explicitly from now on
+    del config["layout"]["fill_holes"]
+    (folder / "config.json").write_text(json.dumps(config))
+    old = SceneGraphToImage.from_pretrained(folder)
+    assert old.config["layout"]["fill_holes"] is False
+    geometry = old.generate(GRAPH, seed=0, return_output=True).layout.geometry
+    assert float(geometry.weights.sum(0).min()) < 0.99  # the holes of the predicted masks stay
