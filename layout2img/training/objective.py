@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import LossConfig
@@ -60,8 +61,14 @@ def image_adversarial(obj: "GANObjective", step: StepTensors) -> dict[str, torch
 
 
 def pixel_l1(obj: "GANObjective", step: StepTensors) -> dict[str, torch.Tensor]:
-    w = obj.weights.lambda_l1
-    return {"g_l1": w * (step.fake.float() - step.real.float()).abs().mean()} if w > 0 else {}
+    """L1 to the real image, per pixel or (``loss.l1_pool`` k > 1) between the k x k block means."""
+    w, k = obj.weights.lambda_l1, obj.weights.l1_pool
+    if w <= 0:
+        return {}
+    diff = step.fake.float() - step.real.float()
+    if k > 1:
+        diff = F.avg_pool2d(diff, k, ceil_mode=True)
+    return {"g_l1": w * diff.abs().mean()}
 
 
 def perceptual(obj: "GANObjective", step: StepTensors) -> dict[str, torch.Tensor]:

@@ -129,6 +129,8 @@ class Trainer:
         if self.channels_last:
             self.d_image.to(memory_format=torch.channels_last)
         lw = self.loss_weights
+        if lw.l1_pool < 1:
+            raise ConfigError(f"loss.l1_pool: expected a block size >= 1 pixel, got {lw.l1_pool}")
         backbone = resolve_perceptual(lw.perceptual)
         perceptual = (PerceptualLoss(backbone).to(self.device)
                       if backbone != "none" and lw.lambda_perceptual > 0 else None)
