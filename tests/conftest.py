@@ -14,7 +14,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_MODEL = dict(
     vocab="shapes", image_size=32, style_dim=4,
     gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 2},
-    layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
+    layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8, "predictor": "regression"},
     generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1, "conditioning": "input"},
     encoder={"nef": 4, "n_downsample": 2, "norm": "instance"},
     clusters={"k": 2},
@@ -50,14 +50,14 @@ def tiny_overrides(shapes_root: Path, out_dir: Path, **extra) -> list[str]:
         "out_dir": str(out_dir), "device": "cpu", "batch_size": 4, "max_steps": 4, "checkpoint_every": 2,
         "sample_every": 1000, "log_every": 1,
         # the tiny model keeps v0.1's generator and schedule (the SPADE / DiffAugment / cluster
-        # defaults have their own tests): tests written against it keep their meaning
+        # defaults have their own tests; so has the layout sampler): tests written against it keep their meaning
         "train.fit_styles": 0, "train.diffaugment": "", "model.generator.conditioning": "input",
         "train.lr_g": 2e-4, "train.lr_d": 2e-4,
         "model.generator.layout_skips": True,
         "data.root": str(shapes_root), "data.image_size": 32, "data.prepare.num_train": 24,
         "data.prepare.num_val": 8, "data.prepare.size": 32,
         "model.gcn.embed_dim": 16, "model.gcn.width": 16, "model.gcn.hidden": 32, "model.gcn.layers": 1,
-        "model.layout.box_hidden": 32, "model.layout.mask_channels": 8,
+        "model.layout.box_hidden": 32, "model.layout.mask_channels": 8, "model.layout.predictor": "regression",
         "model.generator.ngf": 8, "model.generator.n_downsample": 2, "model.generator.n_blocks": 1,
         "model.encoder.nef": 4, "model.encoder.n_downsample": 2,
         "discriminator.image.ndf": 8, "discriminator.image.num_D": 1, "discriminator.image.n_layers": 2,

@@ -104,3 +104,21 @@ def test_folders_written_before_the_switch_keep_their_holes(tmp_path):
     assert old.config["layout"]["fill_holes"] is False
     geometry = old.generate(GRAPH, seed=0, return_output=True).layout.geometry
     assert float(geometry.weights.sum(0).min()) < 0.99  # the holes of the predicted masks stay
+
+
+def test_folders_written_before_the_sampler_keep_the_regression(tmp_path):
+    """The sampler is the default predictor now; a config.json without layout.predictor was written
+    when there was only the regression, and loads as one (its weights would not fit a sampler)."""
+    import json
+
+    from layout2img.models.layout import LayoutPredictor
+
+    m = model()
+    assert m.config["layout"]["predictor"] == "regression"
+    folder = m.save_pretrained(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    del config["layout"]["predictor"]
+    (folder / "config.json").write_text(json.dumps(config))
+    old = SceneGraphToImage.from_pretrained(folder)
+    assert old.config["layout"]["predictor"] == "regression" and isinstance(old.layout_predictor, LayoutPredictor)
+    torch.testing.assert_close(old.generate(GRAPH, seed=0), m.generate(GRAPH, seed=0))

@@ -10,6 +10,7 @@ from conftest import TINY_MODEL, tiny_overrides
 
 from layout2img import SceneGraphToImage
 from layout2img.cli import main
+from layout2img.config import load_config
 from layout2img.errors import ConfigError, GraphError
 from layout2img.graph import SceneGraph
 from layout2img.metrics.layout import relation_satisfaction
@@ -45,7 +46,10 @@ def kept(layout: dict, graph: dict = GRAPH) -> tuple[int, int]:
 
 def test_the_config_picks_the_predictor_and_checks_its_keys():
     assert isinstance(tiny_model("regression").layout_predictor, LayoutPredictor)
-    assert isinstance(SceneGraphToImage(**TINY_MODEL).layout_predictor, LayoutPredictor)  # the default
+    unset = {k: v for k, v in TINY_MODEL["layout"].items() if k != "predictor"}
+    # the default draws a layout per seed, so `layout2img layout --seed` and the editor's "New layout" work
+    assert isinstance(SceneGraphToImage(**{**TINY_MODEL, "layout": unset}).layout_predictor, LayoutSampler)
+    assert load_config("shapes_64", ["out_dir=x"]).model.layout.predictor == "sampler"
     model = tiny_model("sampler", z_dim=3, layers=1, hidden=16)
     assert isinstance(model.layout_predictor, LayoutSampler) and model.layout_predictor.z_dim == 3
     assert model.samples_layouts and model.refines_by_default and not tiny_model("regression").samples_layouts

@@ -18,7 +18,7 @@ MODEL_KEYS = ("vocab", *TOP_DEFAULTS, *SECTION_DEFAULTS)
 # The model defaults of layout2img 0.1 where today's differ (today's are the default run's model).
 _V0_1_DEFAULTS: dict[str, dict[str, Any]] = {
     "gcn": {"embed_dim": 128, "width": 128, "hidden": 512, "layers": 5},
-    "layout": {"box_hidden": 512, "mask_channels": None, "fill_holes": False},
+    "layout": {"box_hidden": 512, "mask_channels": None, "fill_holes": False, "predictor": "regression"},
     "generator": {"ngf": 64, "n_blocks": 6, "conditioning": "input"},
     "encoder": {"norm": "instance"},
 }
@@ -27,7 +27,8 @@ _V0_1_DEFAULTS: dict[str, dict[str, Any]] = {
 #: written while the defaults were v0.1's (format 2 writes every key, so only hand-edited ones
 #: miss any); a key absent from neither table takes today's default.
 SAVED_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {1: _V0_1_DEFAULTS, 2: _V0_1_DEFAULTS}
-# (``layout.fill_holes`` came later: every folder that lacks it was written before it, so False.)
+# (``layout.fill_holes`` came later: every folder that lacks it was written before it, so False;
+# ``layout.predictor`` likewise: written before the sampler existed, so the regression.)
 
 
 def with_saved_defaults(payload: Mapping[str, Any]) -> dict[str, Any]:
