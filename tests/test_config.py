@@ -250,9 +250,13 @@ def test_every_dataset_kind_names_its_builder():
         assert issubclass(kind.schema, DataConfig) and callable(getattr(importlib.import_module(module), function))
 
 
-def test_long_recipe_keeps_the_learning_rate_it_was_measured_with():
-    """The default run moved to lr 4e-4 after the long recipe was measured at 2e-4 (BENCHMARKS)."""
+def test_long_recipe_keeps_the_learning_rate_and_model_it_was_measured_with():
+    """The default run moved to lr 4e-4, a 24-wide generator and the layout sampler after the long
+    recipe was measured at 2e-4 with the 32-wide regression model (BENCHMARKS); the rest is shared."""
     default, long = load_config("shapes_64"), load_config("shapes_64_long")
     assert (default.train.lr_g, default.train.lr_d) == (4e-4, 4e-4)
     assert (long.train.lr_g, long.train.lr_d, long.max_steps) == (2e-4, 2e-4, 8000)
+    assert (default.model.generator.ngf, default.model.layout.predictor) == (24, "sampler")
+    assert (long.model.generator.ngf, long.model.layout.predictor) == (32, "regression")
+    long.model.generator.ngf, long.model.layout.predictor = 24, "sampler"
     assert long.model == default.model and long.train.diffaugment == default.train.diffaugment

@@ -125,7 +125,7 @@ def test_output_paths_name_files_and_folders(tmp_path):
 
 # -- explicit style codes (the pipeline's style_codes argument) --------------------------------
 TINY = dict(vocab="shapes", image_size=32, style_dim=4, gcn={"embed_dim": 16, "width": 16, "hidden": 32, "layers": 1},
-            layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8},
+            layout={"mask_size": 8, "box_hidden": 16, "mask_channels": 8, "predictor": "regression"},
             generator={"ngf": 4, "n_downsample": 2, "n_blocks": 1, "conditioning": "input"},
             encoder={"nef": 4, "n_downsample": 2, "norm": "instance"})  # v0.1's generator and encoder
 

@@ -365,7 +365,7 @@ class TrainConfig:
     global_steps: int = 0
     fix_global_steps: int = 0
     grad_clip: float = 0.0
-    channels_last: bool = False  # slower with oneDNN on the AMD CPU (BENCHMARKS); for CUDA, True
+    channels_last: bool = False  # no gain with oneDNN on the AMD CPU (BENCHMARKS); for CUDA, True
     r1_gamma: float = 0.0
     r1_every: int = 16
     text_dropout: float = 0.0

@@ -115,7 +115,7 @@ class Trainer:
         text_dim = self.model.text_dim if self.model.text_encoder is not None else 0
         if tr.init_from:
             ckpt.init_model_from(self.model, Path(tr.init_from))
-        # channels_last: tensor cores on GPUs; on the AMD CPU oneDNN ran this model slower with it
+        # channels_last: tensor cores on GPUs; on the AMD CPU oneDNN gained nothing from it (BENCHMARKS)
         self.channels_last = tr.channels_last
         if self.channels_last:
             self.model.generator.to(memory_format=torch.channels_last)
