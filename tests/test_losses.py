@@ -174,7 +174,7 @@ def test_inception_is_no_perceptual_backbone(monkeypatch):
     monkeypatch.setattr(perceptual, "load_fid_inception", lambda *a, **k: pytest.fail("FID Inception loaded"))
     assert "inception" not in losses.PERCEPTUAL_BACKBONES
     assert not hasattr(perceptual, "InceptionFeatures") and not hasattr(perceptual, "INCEPTION_TAPS")
-    for refuse in (PerceptualLoss, perceptual.resolve_perceptual):
+    for refuse in (PerceptualLoss, losses.resolve_perceptual):
         with pytest.raises(ConfigError) as err:
             refuse("inception")
         _assert_inception_refusal(str(err.value))

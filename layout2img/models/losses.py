@@ -102,6 +102,17 @@ def check_perceptual_backbone(backbone: str) -> str:
     return backbone
 
 
+def resolve_perceptual(backbone: str) -> str:
+    """A ``loss.perceptual`` setting to a backbone: ``auto`` is ``vgg19`` when torchvision's VGG19
+    weights are already in the torch hub cache and ``none`` otherwise (never a download). Any other
+    name must be one :class:`PerceptualLoss` takes, whatever the loss's weight."""
+    from .perceptual import default_vgg19_path
+
+    if backbone == "auto":
+        return "vgg19" if default_vgg19_path().is_file() else "none"
+    return check_perceptual_backbone(backbone)
+
+
 class PerceptualLoss(nn.Module):
     """``sum_i w_i * L1(phi_i(fake), phi_i(real).detach())`` over a frozen backbone's layers.
 

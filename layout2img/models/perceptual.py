@@ -146,14 +146,3 @@ def _vgg19_features() -> nn.Sequential:
 
 def default_vgg19_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG19_FILE
-
-
-def resolve_perceptual(backbone: str) -> str:
-    """A ``loss.perceptual`` setting to a backbone: ``auto`` is ``vgg19`` when torchvision's VGG19
-    weights are already in the torch hub cache and ``none`` otherwise (never a download). Any other
-    name must be one :class:`~.losses.PerceptualLoss` takes, whatever the loss's weight."""
-    from .losses import check_perceptual_backbone
-
-    if backbone == "auto":
-        return "vgg19" if default_vgg19_path().is_file() else "none"
-    return check_perceptual_backbone(backbone)

@@ -34,8 +34,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError, Layout2ImgError, WriteError
 from ..io import atomic_write_text
 from ..models.discriminator import ObjectDiscriminator
-from ..models.perceptual import resolve_perceptual
-from ..models.losses import GANLoss, PerceptualLoss, label_map
+from ..models.losses import GANLoss, PerceptualLoss, label_map, resolve_perceptual
 from ..pipeline import ModelOutput, SceneGraphToImage, TextInputs
 from ..pipeline.checkpoint import with_later_tensors
 from ..vocab import Vocab
