@@ -36,6 +36,14 @@ def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list
     """A scene-graph file's graphs, its warnings printed to stderr; None when it has errors (each
     printed to stderr as one line), so a CLI command can exit 2 without a traceback.
     ``max_objects``: the largest allowed graph (None: the default limit)."""
+    graphs, errors = validated_graphs(path, vocab, max_objects)
+    for line in errors:
+        print(line, file=sys.stderr)
+    return None if errors else graphs
+
+
+def validated_graphs(path: str | Path, vocab, max_objects: int | None = None) -> tuple[list, list[str]]:
+    """``(graphs, errors)`` of a scene-graph file, its warnings printed to stderr (one line each)."""
     from .graph import DEFAULT_MAX_OBJECTS, validate_file
 
     warnings: list[str] = []
@@ -43,9 +51,7 @@ def read_graphs(path: str | Path, vocab, max_objects: int | None = None) -> list
                                    warnings=warnings)
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
-    for line in errors:
-        print(line, file=sys.stderr)
-    return None if errors else graphs
+    return graphs, errors
 
 
 def model_and_graphs(graph_file: str | Path, checkpoint: str | Path, device: str = "auto",
@@ -168,12 +174,7 @@ def load_reference(model, spec: str | Path):
                               f"or a reference JSON file")
         if not Path(graph_file).is_file():
             raise DataError(f"{graph_file}: file not found")
-        from .graph import DEFAULT_MAX_OBJECTS, validate_file
-
-        warnings: list[str] = []
-        graphs, errors = validate_file(graph_file, model.vocab, max_objects=DEFAULT_MAX_OBJECTS, warnings=warnings)
-        for line in warnings:
-            print(f"warning: {line}", file=sys.stderr)
+        graphs, errors = validated_graphs(graph_file, model.vocab)
         if errors:  # one line: the first problem (the file's name is in it)
             more = f" (and {len(errors) - 1} more problem(s) in the file)" if len(errors) > 1 else ""
             raise GraphError(f"{errors[0]}{more}")

