@@ -101,11 +101,12 @@ def object_style_codes(model, objects: Sequence[str], seeds: Sequence[int], styl
     return torch.stack(rows)
 
 
-def layout_picture(boxes: Any, masks: Any, labels: Sequence[str], size: int = LAYOUT_MIN_SIDE):
-    """A PIL picture of a layout: each object's mask filled and its box outlined and labelled."""
+def layout_picture(boxes: Any, weights: Any, labels: Sequence[str], size: int = LAYOUT_MIN_SIDE):
+    """A PIL picture of a layout: each object's visible pixels (``weights`` (N, H, W), see
+    ``ModelOutput.visible_weights``) filled and its box outlined and labelled."""
     from .visualize import draw_layout
 
-    return draw_layout(None, boxes, labels=list(labels), masks=masks, size=max(int(size), LAYOUT_MIN_SIDE),
+    return draw_layout(None, boxes, labels=list(labels), image_masks=weights, size=max(int(size), LAYOUT_MIN_SIDE),
                        min_side=LAYOUT_MIN_SIDE)
 
 
@@ -215,7 +216,7 @@ def generate_files(model, graphs: Sequence, out: str | Path, *, num_samples: int
             written.append(_save(image_paths[i][j], to_image(result.images[j], size)))
         if save_layout:
             n = graph.num_objects  # sample 0's rows; the layout is the same in every sample
-            picture = layout_picture(result.boxes[:n].cpu(), result.visible_masks()[:n].cpu(), graph.objects,
+            picture = layout_picture(result.boxes[:n].cpu(), result.visible_weights()[:n].cpu(), graph.objects,
                                      size or model.image_size)
             written.append(_save(layout_paths[i], picture))
     return written

@@ -93,12 +93,14 @@ def draw_layout(
     width: int = 2,
     mask_alpha: float = 0.45,
     min_side: int = 256,
+    image_masks: Any = None,
 ) -> Image.Image:
     """Draw normalised ``boxes`` with ``labels`` (and box-relative ``masks`` (N,M,M)) on ``image``.
 
     ``image`` None: a blank ``size`` x ``size`` canvas. ``scale`` None: upscale (nearest) until the
     shorter side is at least ``min_side``. ``colors``: None (one per label name), one colour for
-    all boxes (name or RGB), or one per box.
+    all boxes (name or RGB), or one per box. ``image_masks`` (N, h, w): masks over the whole
+    picture instead (a layout's visible weights, which may reach outside their boxes).
     """
     if image is None:
         canvas = Image.new("RGB", (size, size), (242, 242, 242))
@@ -115,13 +117,14 @@ def draw_layout(
     cols = _colors_for(colors, labels, n)
     W, H = canvas.size
     px = np.stack([b[:, 0] * W, b[:, 1] * H, b[:, 2] * W, b[:, 3] * H], 1)
-    if masks is not None:
-        m = _numpy(masks)
+    if masks is not None or image_masks is not None:
+        whole = masks is None
+        m = _numpy(image_masks if whole else masks)
         if m.shape[0] != n:
             raise ValueError(f"draw_layout: {m.shape[0]} masks for {n} boxes")
         overlay = np.asarray(canvas, np.float32).copy()
         for i in range(n):
-            x0, y0, x1, y1 = (int(round(v)) for v in px[i])
+            x0, y0, x1, y1 = (0, 0, W, H) if whole else (int(round(v)) for v in px[i])
             x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, W), min(y1, H)
             if x1 <= x0 or y1 <= y0:
                 continue

@@ -1,6 +1,7 @@
 """The layout the generator gets from predicted masks: holes between stuff filled, things on top in the pictures."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from conftest import TINY_MODEL
 
@@ -38,13 +39,42 @@ def test_holes_inside_stuff_boxes_are_filled_and_the_rest_is_left_alone():
     in_stuff[8:, :8] = True
     assert torch.allclose(covered[in_stuff], torch.ones(()), atol=1e-5)  # every pixel a box of stuff holds
     assert bool((filled.instances[0][in_stuff] > 0).all())
-    outside = ~in_stuff
-    assert torch.equal(filled.weights[:, outside], geometry.weights[:, outside])  # the bottom-right stays
+    outside = ~in_stuff  # the bottom-right: no stuff below it or right of it, so not between stuff
+    assert torch.equal(filled.weights[:, outside], geometry.weights[:, outside])
     assert torch.equal(filled.instances[0][outside], geometry.instances[0][outside])
     assert torch.equal(filled.weights[2], geometry.weights[2])  # a thing keeps its weights
     # the sky's hole went to the sky (its box alone holds those pixels), not to the grass
     assert torch.allclose(filled.weights[0, 6:8, :4], torch.ones(()) - geometry.weights[2, 6:8, :4])
     assert int(filled.instances[0, 7, 0]) == 1
+
+
+def test_a_band_between_stuff_boxes_is_split_at_the_middle():
+    """Predicted stuff boxes that do not meet: the band between them goes half to each, no unlabelled pixel."""
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 0.375], [0.0, 0.625, 1.0, 1.0]])  # sky rows 0-5, grass rows 10-15
+    masks = torch.ones(2, 8, 8)
+    obj_to_img = torch.zeros(2, dtype=torch.long)
+    geometry = compose(boxes, masks, obj_to_img, 1, 16, objs=OBJS[:2], stuff_classes=torch.tensor([False, True, True, False]))
+    assert int((geometry.instances[0, 6:10] == 0).sum()) == 64  # the band is unlabelled before
+    filled = fill_stuff_holes(geometry, boxes, STUFF[:2])
+    assert bool((filled.instances[0, 6:8] == 1).all()) and bool((filled.instances[0, 8:10] == 2).all())
+    assert torch.allclose(filled.weights.sum(0), torch.ones(()))
+
+
+def test_beyond_all_stuff_stays_unlabelled():
+    """No sky in the graph: the grass box below does not claim the top of the picture."""
+    boxes = torch.tensor([[0.0, 0.5, 1.0, 1.0]])
+    geometry = compose(boxes, torch.ones(1, 8, 8), torch.zeros(1, dtype=torch.long), 1, 16, objs=OBJS[1:2],
+                       stuff_classes=torch.tensor([False, True, True, False]))
+    filled = fill_stuff_holes(geometry, boxes, STUFF[1:2])
+    assert torch.equal(filled.weights, geometry.weights) and bool((filled.instances[0, :8] == 0).all())
+
+
+def test_images_without_stuff_keep_their_holes():
+    boxes, masks = BOXES[2:], torch.ones(1, 8, 8)
+    geometry = compose(boxes, masks, torch.zeros(1, dtype=torch.long), 1, 16, objs=OBJS[2:],
+                       stuff_classes=torch.tensor([False, True, True, False]))
+    filled = fill_stuff_holes(geometry, boxes, STUFF[2:])
+    assert torch.equal(filled.weights, geometry.weights) and int((filled.instances == 0).sum()) > 0
 
 
 def test_full_coverage_is_unchanged():
@@ -77,17 +107,35 @@ def test_generated_layouts_from_predicted_masks_have_no_unlabelled_pixels():
     assert float(raw.weights.sum(0).min()) < 0.99
 
 
-def test_visible_masks_put_things_on_top_of_stuff():
+def test_visible_weights_put_things_on_top_of_stuff():
     m = model()
     out = m.generate(GRAPH, seed=0, return_output=True)
-    visible = out.visible_masks()
-    assert visible.shape == out.masks.shape and float(visible.min()) >= 0 and float(visible.max()) <= 1
-    size = visible.shape[-1]
+    visible = out.visible_weights()
+    size = m.image_size
+    assert visible.shape == (4, size, size) and float(visible.min()) >= 0 and float(visible.max()) <= 1
     # the circle sits in the middle of the sky's and the grass's boxes: where it is visible, they are not
-    circle = visible[2]
-    assert float(circle.mean()) > 0.2
-    sky_over_circle = visible[0][size // 2:, size // 4: 3 * size // 4]  # the sky box's lower middle: the circle
-    assert float(sky_over_circle.mean()) < float(out.masks[0][size // 2:, size // 4: 3 * size // 4].mean())
+    circle = visible[2] > 0.5
+    assert float(circle.double().mean()) > 0.05
+    assert float(visible[0][circle].max()) < 0.5 and float(visible[1][circle].max()) < 0.5
+    assert float(visible[3].abs().max()) == 0.0  # __image__ is never drawn
+
+
+def test_layout_pictures_fill_the_gap_between_stuff_boxes():
+    """The editor's layout panel and --save-layout draw the visible weights: the band between a
+    sky box and a grass box that do not meet is painted (nearest stuff), not left blank."""
+    from layout2img.generate import layout_picture
+
+    m = model()
+    graph = dict(GRAPH, boxes=[[0.0, 0.0, 1.0, 0.4], [0.0, 0.6, 1.0, 1.0], [0.3, 0.3, 0.7, 0.7]])
+    out = m.generate(graph, seed=0, return_output=True)
+    weights = out.visible_weights()[:3]
+    band = weights[:2, int(0.45 * m.image_size):int(0.55 * m.image_size), :8]  # left of the circle, between the boxes
+    assert torch.allclose(band.sum(0), torch.ones(()), atol=1e-4)
+    picture = np.asarray(layout_picture(out.boxes[:3], weights, graph["objects"], 256)).astype(int)
+    blank = np.array([242, 242, 242])
+    assert not (np.abs(picture[128, 5:25] - blank).sum(-1) == 0).any()  # no blank pixel in the band
+    box_only = np.asarray(layout_picture(out.boxes[:3], torch.zeros_like(weights), graph["objects"], 256)).astype(int)
+    assert (np.abs(box_only[128, 5:25] - blank).sum(-1) == 0).all()  # it is blank without the weights
 
 
 def test_folders_written_before_the_switch_keep_their_holes(tmp_path):

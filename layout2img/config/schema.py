@@ -38,8 +38,8 @@ class LayoutConfig:
     ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows
     which is which; ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted*
     masks (sg2im on Visual Genome, whose masks are just boxes: the image loss supervises them).
-    ``mask_channels`` None: as wide as the graph network. ``fill_holes``: predicted masks' gaps
-    inside a box of stuff go to that stuff.
+    ``mask_channels`` None: as wide as the graph network. ``fill_holes``: what predicted masks
+    and boxes leave uncovered in or between boxes of stuff goes to the nearest stuff.
 
     ``predictor``: ``regression`` (sg2im's box net: one layout per graph) or ``sampler`` (a
     conditional VAE, :class:`~layout2img.models.layout_sampler.LayoutSampler`: one layout per
@@ -115,11 +115,9 @@ class ClustersConfig:
 class ModelConfig:
     """:class:`~layout2img.SceneGraphToImage`'s arguments.
 
-    ``style_dim`` 0: no style codes and no encoder; ``class_embed_dim`` 0: one-hot class
-    channels, else learned class embeddings of that size; ``text_dim`` 0: no text conditioning;
-    ``text_encoder``: a domain CLIP folder, ``ARCH=FILE`` or an open_clip ``NAME/TAG`` whose
-    embed_dim is ``text_dim``.
-    """
+    ``style_dim`` 0: no style codes and no encoder; ``class_embed_dim`` 0: one-hot class channels,
+    else learned class embeddings of that size; ``text_dim`` 0: no text conditioning; ``text_encoder``:
+    a domain CLIP folder, ``ARCH=FILE`` or an open_clip ``NAME/TAG`` whose embed_dim is ``text_dim``."""
 
     vocab: str = "shapes"
     image_size: int = 64

@@ -194,8 +194,8 @@ class LayoutStage:
     def compose(self, batch: Batch, boxes: torch.Tensor, masks: torch.Tensor,
                 stuff_classes: torch.Tensor | None, fill_holes: bool = False) -> LayoutGeometry:
         """The objects painted into the image plane (``stuff_classes`` under the things, when given).
-        ``fill_holes`` (and ``layout.fill_holes``): what no object covers inside a box of stuff goes
-        to that stuff (:func:`fill_stuff_holes`; for predicted masks, whose soft edges leave gaps)."""
+        ``fill_holes`` (and ``layout.fill_holes``): what no object covers in or between boxes of
+        stuff goes to the nearest stuff (:func:`fill_stuff_holes`; for predicted layouts)."""
         # float32 even under autocast: box placement should not be rounded to bf16
         with full_precision(boxes.device):
             geometry = compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images, self.image_size,
@@ -220,14 +220,16 @@ class LayoutStage:
 
 
 def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: torch.Tensor) -> LayoutGeometry:
-    """``geometry`` with the pixels no object covers given to the stuff whose boxes hold them.
+    """``geometry`` with the pixels no object covers given to the nearest stuff of their image.
 
     Ground-truth layouts cover every pixel (each belongs to some object's visible mask); predicted
-    masks are soft blobs that leave holes between stuff, which the generator never saw in
-    training and the editor draws as unlabelled. Each pixel's uncovered share (1 - the sum of the
-    visible weights) is split equally among the stuff objects of its image whose boxes contain
-    it, and a pixel without a topmost object takes the first of them as its instance. Pixels
-    outside every box of stuff stay as they were.
+    masks are soft blobs that leave holes between stuff, and predicted stuff boxes need not meet
+    (a band between the sky's box and the grass's), which the generator never saw in training
+    and the editor draws as unlabelled. Each uncovered share (1 - the sum of the visible weights)
+    of a pixel inside a box of stuff, or *between* boxes of stuff (some above and below it, or left
+    and right), is split equally among the stuff objects of its image whose boxes are nearest to
+    it (those that hold it, when any do); a pixel without a topmost object takes the first of them
+    as its instance. Pixels beyond all stuff (no sky in the graph: the top) stay as they were.
     """
     if not bool(is_stuff.any()):
         return geometry
@@ -236,7 +238,10 @@ def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: to
     weights, obj_to_img = geometry.weights, geometry.obj_to_img
     H, W = weights.shape[-2:]
     inside = boxes_to_masks_full(boxes, torch.ones(boxes.shape[0], 1, 1, device=boxes.device), H, W) > 0.5
-    inside = inside & is_stuff[:, None, None]
+    in_stuff = torch.zeros(geometry.num_images, H, W, device=weights.device).index_add(
+        0, obj_to_img, (inside & is_stuff[:, None, None]).float())
+    between = _enclosed(in_stuff, 1) | _enclosed(in_stuff, 2)  # stuff above and below, or left and right
+    inside = nearest_boxes(boxes, inside, is_stuff, obj_to_img, geometry.num_images) & between[obj_to_img]
     covered = torch.zeros(geometry.num_images, H, W, device=weights.device, dtype=weights.dtype)
     covered = covered.index_add(0, obj_to_img, weights)
     holders = torch.zeros_like(covered).index_add(0, obj_to_img, inside.to(weights.dtype))
@@ -250,6 +255,28 @@ def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: to
     holes = (geometry.instances == 0) & (first <= boxes.shape[0])
     instances = torch.where(holes, first, geometry.instances)
     return dataclasses.replace(geometry, weights=weights, instances=instances)
+
+
+def _enclosed(cover: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B, H, W) bool: pixels with ``cover > 0`` at or before them along ``dim`` and at or after them."""
+    before = cover.cummax(dim).values > 0
+    return before & (cover.flip(dim).cummax(dim).values.flip(dim) > 0)
+
+
+def nearest_boxes(boxes: torch.Tensor, inside: torch.Tensor, candidates: torch.Tensor, obj_to_img: torch.Tensor,
+                  num_images: int) -> torch.Tensor:
+    """(O, H, W): for each pixel, the ``candidates`` of its image whose boxes are nearest to it
+    (distance 0 where ``inside``, the box's coverage test; else from the pixel's centre to the box)."""
+    H, W = inside.shape[-2:]
+    ys = (torch.arange(H, device=boxes.device, dtype=boxes.dtype) + 0.5) / H
+    xs = (torch.arange(W, device=boxes.device, dtype=boxes.dtype) + 0.5) / W
+    dy = (boxes[:, 1, None] - ys).clamp(min=0) + (ys - boxes[:, 3, None]).clamp(min=0)  # (O, H)
+    dx = (boxes[:, 0, None] - xs).clamp(min=0) + (xs - boxes[:, 2, None]).clamp(min=0)  # (O, W)
+    dist = torch.where(inside, torch.zeros(()), torch.hypot(dy[:, :, None], dx[:, None, :]))
+    dist = torch.where(candidates[:, None, None], dist, torch.full((), float("inf")))
+    nearest = torch.full((num_images, H, W), float("inf"), dtype=dist.dtype, device=dist.device)
+    nearest = nearest.scatter_reduce(0, obj_to_img[:, None, None].expand(-1, H, W), dist, reduce="amin")
+    return torch.isfinite(dist) & (dist <= nearest[obj_to_img] + 1e-6)
 
 
 def packed_batch(request, stage: LayoutStage, device) -> tuple[Batch, torch.Tensor | None]:

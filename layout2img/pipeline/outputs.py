@@ -28,21 +28,12 @@ class ModelOutput:
     prior_mask: torch.Tensor | None = None  # (O,) bool: objects whose code follows the text prior
     layout_sample: LayoutSample | None = None  # the layout sampler's draw (its posterior pass in training)
 
-    def visible_masks(self) -> torch.Tensor:
-        """(O, M, M) each object's *visible* share of its box as the generator got it (what is
-        painted over it removed, holes between stuff filled): for layout pictures, where the raw
-        masks would draw grass over the things standing on it."""
-        from torchvision.ops import roi_align
-
-        weights = self.layout.geometry.weights.float()
-        size = self.masks.shape[-1]
-        if weights.shape[0] == 0:
-            return weights.new_zeros(0, size, size)
-        h, w = weights.shape[-2:]
-        scale = torch.tensor([w, h, w, h], dtype=weights.dtype, device=weights.device)
-        index = torch.arange(weights.shape[0], dtype=weights.dtype, device=weights.device)[:, None]
-        rois = torch.cat([index, self.boxes.float().to(weights.device) * scale], 1)
-        return roi_align(weights[:, None], rois, output_size=size, aligned=True)[:, 0].clamp(0, 1)
+    def visible_weights(self) -> torch.Tensor:
+        """(O, H, W) each object's *visible* share of each pixel as the generator got it (what is
+        painted over it removed, holes and gaps between stuff filled): for layout pictures, where
+        the raw masks would draw grass over the things standing on it and leave the gap between
+        two stuff boxes blank."""
+        return self.layout.geometry.weights.float().clamp(0, 1)
 
 
 @dataclass

@@ -278,7 +278,7 @@ class ModelService:
 
     def _run_batch(self, scenes: Sequence[Scene]) -> list:
         """One model call for scenes that share a batch key (a request turn held): per scene
-        ``(image, boxes, masks, seconds)`` or the exception that scene raised."""
+        ``(image, boxes, visible weights, seconds)`` or the exception that scene raised."""
         started = time.perf_counter()
         outcomes: list[Any] = [None] * len(scenes)
         ready = []  # (index, graph, codes) of the scenes whose layout is settled
@@ -300,15 +300,15 @@ class ModelService:
                 raise
             return [self._alone(scene) for scene in scenes]  # only the culprit fails
         seconds = time.perf_counter() - started
-        visible = out.visible_masks()  # the layout pictures show what the generator got
+        visible = out.visible_weights()  # the layout pictures show what the generator got
         row = 0
         for k, (i, graph, _) in enumerate(ready):
             n = graph.num_objects
-            boxes, masks = out.boxes[row:row + n].detach().cpu(), visible[row:row + n].detach().cpu()
+            boxes, weights = out.boxes[row:row + n].detach().cpu(), visible[row:row + n].detach().cpu()
             row += n + 1  # each graph's __image__ follows its objects
             if scenes[i].pinned is None:
                 self._remember(self._structure_key(scenes[i].graph), boxes)
-            outcomes[i] = (out.images[k].detach().cpu(), boxes, masks, seconds)
+            outcomes[i] = (out.images[k].detach().cpu(), boxes, weights, seconds)
         return outcomes
 
     # -- /api/styles -----------------------------------------------------------------------------
@@ -350,15 +350,15 @@ class ModelService:
         from ..generate import layout_picture, to_image
         from ..visualize import draw_layout, label_color
 
-        image, boxes, masks, seconds = drawn
+        image, boxes, weights, seconds = drawn
         graph, pinned = scene.graph, scene.pinned
         n = graph.num_objects
         colors = [label_color(name) for name in graph.objects]
-        shapes = draw_layout(None, boxes, labels=None, masks=masks, colors=colors, width=0, size=PICTURE_SIDE,
+        shapes = draw_layout(None, boxes, labels=None, image_masks=weights, colors=colors, width=0, size=PICTURE_SIDE,
                              min_side=PICTURE_SIDE, mask_alpha=0.55)
         return {
             "image": png_data_url(to_image(image)),
-            "layout_image": png_data_url(layout_picture(boxes, masks, graph.objects, PICTURE_SIDE)),
+            "layout_image": png_data_url(layout_picture(boxes, weights, graph.objects, PICTURE_SIDE)),
             "masks_image": png_data_url(shapes),
             "boxes": [[round(float(v), 4) for v in b] for b in boxes.tolist()],
             "pinned": [b is not None for b in pinned] if pinned is not None else [False] * n,
