@@ -241,7 +241,7 @@ def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: to
     in_stuff = torch.zeros(geometry.num_images, H, W, device=weights.device).index_add(
         0, obj_to_img, (inside & is_stuff[:, None, None]).float())
     between = _enclosed(in_stuff, 1) | _enclosed(in_stuff, 2)  # stuff above and below, or left and right
-    inside = nearest_boxes(boxes, inside, is_stuff, obj_to_img, geometry.num_images) & between[obj_to_img]
+    inside = _nearest_boxes(boxes, inside, is_stuff, obj_to_img, geometry.num_images) & between[obj_to_img]
     covered = torch.zeros(geometry.num_images, H, W, device=weights.device, dtype=weights.dtype)
     covered = covered.index_add(0, obj_to_img, weights)
     holders = torch.zeros_like(covered).index_add(0, obj_to_img, inside.to(weights.dtype))
@@ -263,7 +263,7 @@ def _enclosed(cover: torch.Tensor, dim: int) -> torch.Tensor:
     return before & (cover.flip(dim).cummax(dim).values.flip(dim) > 0)
 
 
-def nearest_boxes(boxes: torch.Tensor, inside: torch.Tensor, candidates: torch.Tensor, obj_to_img: torch.Tensor,
+def _nearest_boxes(boxes: torch.Tensor, inside: torch.Tensor, candidates: torch.Tensor, obj_to_img: torch.Tensor,
                   num_images: int) -> torch.Tensor:
     """(O, H, W): for each pixel, the ``candidates`` of its image whose boxes are nearest to it
     (distance 0 where ``inside``, the box's coverage test; else from the pixel's centre to the box)."""
