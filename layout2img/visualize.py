@@ -117,6 +117,8 @@ def draw_layout(
     cols = _colors_for(colors, labels, n)
     W, H = canvas.size
     px = np.stack([b[:, 0] * W, b[:, 1] * H, b[:, 2] * W, b[:, 3] * H], 1)
+    if masks is not None and image_masks is not None:
+        raise ValueError("draw_layout: give box-relative masks or image_masks, not both")
     if masks is not None or image_masks is not None:
         whole = masks is None
         m = _numpy(image_masks if whole else masks)

@@ -55,6 +55,13 @@ def test_draw_layout_colours_masks_and_blank_canvas():
     out = draw_layout(torch.zeros(3, 64, 64), [[0, 0, 1, 1]], None, masks=mask, colors="blue", width=1)
     left, right = np.asarray(out)[128, 64], np.asarray(out)[128, 192]
     assert left[2] > right[2] + 50 and (right == 128).all()
+    # image_masks cover the whole picture, outside the box too (a layout's visible weights)
+    whole = torch.zeros(1, 8, 8)
+    whole[0, :, 6:] = 1  # the right quarter, outside the box on the left half
+    out = draw_layout(torch.zeros(3, 64, 64), [[0, 0, 0.5, 1]], None, image_masks=whole, colors="blue", width=1)
+    assert np.asarray(out)[128, 240][2] > 50 and (np.asarray(out)[128, 64] == 128).all()  # grey: untouched
+    with pytest.raises(ValueError, match="not both"):
+        draw_layout(None, [[0, 0, 1, 1]], None, masks=mask, image_masks=whole)
     with pytest.raises(ValueError, match="2 labels for 1 boxes"):
         draw_layout(None, [[0, 0, 1, 1]], ["a", "b"])
     with pytest.raises(ValueError, match="colours"):

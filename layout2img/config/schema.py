@@ -115,9 +115,11 @@ class ClustersConfig:
 class ModelConfig:
     """:class:`~layout2img.SceneGraphToImage`'s arguments.
 
-    ``style_dim`` 0: no style codes and no encoder; ``class_embed_dim`` 0: one-hot class channels,
-    else learned class embeddings of that size; ``text_dim`` 0: no text conditioning; ``text_encoder``:
-    a domain CLIP folder, ``ARCH=FILE`` or an open_clip ``NAME/TAG`` whose embed_dim is ``text_dim``."""
+    ``style_dim`` 0: no style codes and no encoder; ``class_embed_dim`` 0: one-hot class
+    channels, else learned class embeddings of that size; ``text_dim`` 0: no text conditioning;
+    ``text_encoder``: a domain CLIP folder, ``ARCH=FILE`` or an open_clip ``NAME/TAG`` whose
+    embed_dim is ``text_dim``.
+    """
 
     vocab: str = "shapes"
     image_size: int = 64

@@ -241,15 +241,15 @@ def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: to
     in_stuff = torch.zeros(geometry.num_images, H, W, device=weights.device).index_add(
         0, obj_to_img, (inside & is_stuff[:, None, None]).float())
     between = _enclosed(in_stuff, 1) | _enclosed(in_stuff, 2)  # stuff above and below, or left and right
-    inside = _nearest_boxes(boxes, inside, is_stuff, obj_to_img, geometry.num_images) & between[obj_to_img]
+    takes = _nearest_boxes(boxes, inside, is_stuff, obj_to_img, geometry.num_images) & between[obj_to_img]
     covered = torch.zeros(geometry.num_images, H, W, device=weights.device, dtype=weights.dtype)
     covered = covered.index_add(0, obj_to_img, weights)
-    holders = torch.zeros_like(covered).index_add(0, obj_to_img, inside.to(weights.dtype))
-    share = inside.to(weights.dtype) / holders[obj_to_img].clamp(min=1)
+    holders = torch.zeros_like(covered).index_add(0, obj_to_img, takes.to(weights.dtype))
+    share = takes.to(weights.dtype) / holders[obj_to_img].clamp(min=1)
     weights = weights + (1 - covered).clamp(min=0)[obj_to_img] * share
-    # the instance map: an uncovered pixel takes the lowest-index stuff object whose box holds it
+    # the instance map: an uncovered pixel takes the lowest-index stuff object nearest to it
     index = torch.arange(1, boxes.shape[0] + 1, device=boxes.device)[:, None, None]
-    candidate = torch.where(inside, index, torch.full_like(index, boxes.shape[0] + 1)).expand(-1, H, W)
+    candidate = torch.where(takes, index, torch.full_like(index, boxes.shape[0] + 1)).expand(-1, H, W)
     first = torch.full_like(geometry.instances, boxes.shape[0] + 1)
     first = first.scatter_reduce(0, obj_to_img[:, None, None].expand(-1, H, W), candidate, reduce="amin")
     holes = (geometry.instances == 0) & (first <= boxes.shape[0])
