@@ -14,7 +14,6 @@ Prints one JSON object (FID per rung, the floor, the protocol, the machine); ``-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import add_guard_args, guard_from_args, machine, save_report  # noqa: E402
+from machine import add_guard_args, emit_report, guard_from_args, machine  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from layout2img.errors import ConfigError, Layout2ImgError  # noqa: E402
@@ -101,9 +100,7 @@ def main(argv=None) -> int:
                      "feature_extractor": extractor.protocol()},
         "machine": machine(guard=guard),
     }
-    print(json.dumps(report, indent=1))
-    if args.out:
-        save_report(report, args.out)
+    emit_report(report, args.out)
     return 0
 
 

@@ -225,3 +225,11 @@ def save_report(report: dict, out) -> None:
 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out), json.dumps(report, indent=1) + "\n")
+
+
+def emit_report(report: dict, out) -> None:
+    """Print a benchmark's JSON report on stdout and write it to ``out`` too (when given)."""
+    import json
+
+    print(json.dumps(report, indent=1))
+    save_report(report, out)

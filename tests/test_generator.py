@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from layout2img.errors import ConfigError
-from layout2img.models.generator import Generator, ResnetBlock
+from layout2img.models.blocks import ResnetBlock
+from layout2img.models.generator import Generator
 from layout2img.models.normalization import FiLM
 
 torch.set_num_threads(1)

@@ -92,6 +92,8 @@ class GeneratorConfig:
     conditioning: str = "spade"
     spade_hidden: int = 32
     noise_channels: int = 0
+    position_frequencies: int = 0  # sin / cos of x and y at that many frequencies for the decoder's SPADE
+    box_coordinates: bool = False  # each pixel's place in its object's box: two more layout channels
 
 
 @dataclass

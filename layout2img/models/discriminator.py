@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .generator import downsample_layout
+from .blocks import downsample_layout
 from .layout import crop_boxes
 from .normalization import conv2d, init_weights, norm_layer
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .generator import conv_block, upsample_block
+from .blocks import conv_block, upsample_block
 from .normalization import conv2d, init_weights
 
 

@@ -38,102 +38,16 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .normalization import SPADE, FiLM, conv2d, init_weights, norm_layer
+from .blocks import LayoutSkipUpsample, ResnetBlock, SpadeUpsample, conv_block, downsample_layout, rgb_head, upsample_block
+from .normalization import init_weights
+from .position import with_position
 
 STAGES = ("full", "global")
 #: How the layout reaches the decoder: as the input only (pix2pixHD) or by SPADE modulation too.
 CONDITIONINGS = ("input", "spade")
-
-
-def downsample_layout(x: torch.Tensor) -> torch.Tensor:
-    """Halve the resolution as pix2pixHD does: 3x3 average pooling, stride 2, padding not counted."""
-    return F.avg_pool2d(x, kernel_size=3, stride=2, padding=1, count_include_pad=False)
-
-
-def conv_block(in_ch: int, out_ch: int, kernel_size: int, stride: int, norm: str, padding: str) -> nn.Sequential:
-    """conv -> norm -> ReLU."""
-    return nn.Sequential(
-        conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding),
-        norm_layer(norm, out_ch),
-        nn.ReLU(inplace=True),
-    )
-
-
-def upsample_block(in_ch: int, out_ch: int, norm: str, padding: str, mode: str) -> nn.Sequential:
-    """x2 upsampling -> norm -> ReLU, by nearest + 3x3 conv (default) or a transposed conv."""
-    if mode == "nearest":
-        layers = [nn.Upsample(scale_factor=2, mode="nearest"), conv2d(in_ch, out_ch, 3, padding=padding)]
-    elif mode == "transpose":
-        layers = [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)]
-    else:
-        raise ConfigError(f"unknown upsample {mode!r}; expected 'nearest' or 'transpose'")
-    return nn.Sequential(*layers, norm_layer(norm, out_ch), nn.ReLU(inplace=True))
-
-
-class LayoutSkipUpsample(nn.Module):
-    """x2 upsampling whose conv also sees the layout at the new resolution (sg2im's CRN idea).
-
-    pix2pixHD's global net has no skip connections, so object shapes must survive an 8x8
-    bottleneck; feeding the layout again at every decoder scale keeps edges where the masks say.
-    """
-
-    def __init__(self, in_ch: int, layout_ch: int, out_ch: int, norm: str, padding: str):
-        super().__init__()
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.conv = conv2d(in_ch + layout_ch, out_ch, 3, padding=padding)
-        self.norm = norm_layer(norm, out_ch)
-
-    def forward(self, h: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(torch.cat([self.up(h), layout], 1))))
-
-
-def rgb_head(in_ch: int, out_ch: int, padding: str) -> nn.Sequential:
-    """7x7 conv -> tanh."""
-    return nn.Sequential(conv2d(in_ch, out_ch, 7, padding=padding), nn.Tanh())
-
-
-class ResnetBlock(nn.Module):
-    """pad-conv-norm-[FiLM]-ReLU-pad-conv-norm, plus the input.
-
-    With ``layout_channels > 0`` both norms are :class:`~.normalization.SPADE` on the layout.
-    """
-
-    def __init__(self, dim: int, norm: str = "instance", padding: str = "reflect", text_dim: int = 0,
-                 layout_channels: int = 0, spade_hidden: int = 32):
-        super().__init__()
-        self.conv1 = conv2d(dim, dim, 3, padding=padding)
-        self.spade = layout_channels > 0
-        self.norm1 = SPADE(dim, layout_channels, spade_hidden, norm) if self.spade else norm_layer(norm, dim)
-        self.film = FiLM(dim, text_dim) if text_dim > 0 else None
-        self.conv2 = conv2d(dim, dim, 3, padding=padding)
-        self.norm2 = SPADE(dim, layout_channels, spade_hidden, norm) if self.spade else norm_layer(norm, dim)
-
-    def forward(self, x: torch.Tensor, text_emb: torch.Tensor | None = None,
-                layout: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.conv1(x)
-        h = self.norm1(c, layout) if self.spade else self.norm1(c)
-        if self.film is not None:
-            h = self.film(h, text_emb)
-        c = self.conv2(F.relu(h))
-        return x + (self.norm2(c, layout) if self.spade else self.norm2(c))
-
-
-class SpadeUpsample(nn.Module):
-    """x2 nearest upsampling -> 3x3 conv -> SPADE(layout, per-object style) -> ReLU."""
-
-    def __init__(self, in_ch: int, out_ch: int, layout_channels: int, norm: str, padding: str, hidden: int,
-                 style_channels: int = 0):
-        super().__init__()
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.conv = conv2d(in_ch, out_ch, 3, padding=padding)
-        self.norm = SPADE(out_ch, layout_channels, hidden, norm, style_channels=style_channels)
-
-    def forward(self, h: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.norm(self.conv(self.up(h)), layout))
 
 
 class GlobalGenerator(nn.Module):
@@ -151,9 +65,11 @@ class GlobalGenerator(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 3, ngf: int = 64, n_downsample: int = 3,
                  n_blocks: int = 6, text_dim: int = 0, norm: str = "instance", padding: str = "reflect",
                  upsample: str = "nearest", layout_skips: bool = False, conditioning: str = "input",
-                 spade_hidden: int = 32, style_channels: int = 0, scale_below_full: int = 0):
+                 spade_hidden: int = 32, style_channels: int = 0, scale_below_full: int = 0,
+                 position_frequencies: int = 0):
         super().__init__()
         self.layout_skips = layout_skips
+        self.position_frequencies = position_frequencies
         self.spade = conditioning == "spade"
         self.shape_channels = in_channels - style_channels if self.spade else in_channels
         self.stem = conv_block(self.shape_channels, ngf, 7, 1, norm, padding)
@@ -168,8 +84,10 @@ class GlobalGenerator(nn.Module):
                                      for _ in range(n_blocks)])
         if self.spade:
             styled = [2 ** (i + scale_below_full) <= 4 for i in range(n_downsample)]
+            extra = 4 * position_frequencies
             self.up = nn.ModuleList([
-                SpadeUpsample(ngf * 2 ** (i + 1), ngf * 2 ** i, in_channels if styled[i] else self.shape_channels,
+                SpadeUpsample(ngf * 2 ** (i + 1), ngf * 2 ** i,
+                              extra + (in_channels if styled[i] else self.shape_channels),
                               block_norm, padding, spade_hidden, style_channels if styled[i] else 0)
                 for i in reversed(range(n_downsample))
             ])
@@ -196,9 +114,9 @@ class GlobalGenerator(nn.Module):
     def decode(self, h: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         """The upsampling path (``layout`` feeds it with SPADE or ``layout_skips``)."""
         if self.spade:
-            shape = layout[:, :self.shape_channels]
+            shape, styled = with_position(layout, self.shape_channels, self.position_frequencies)
             for up in self.up:
-                h = up(h, layout if up.norm.style_channels else shape)
+                h = up(h, styled if up.norm.style_channels else shape)
             return h
         if not self.layout_skips:
             return self.up(h)
@@ -223,9 +141,10 @@ class LocalEnhancer(nn.Module):
     def __init__(self, in_channels: int, ngf: int, n_blocks: int = 3, text_dim: int = 0,
                  norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
                  out_channels: int | None = None, conditioning: str = "input", spade_hidden: int = 32,
-                 style_channels: int = 0):
+                 style_channels: int = 0, position_frequencies: int = 0):
         super().__init__()
         self.spade = conditioning == "spade"
+        self.position_frequencies = position_frequencies
         self.shape_channels = in_channels - style_channels if self.spade else in_channels
         self.down = nn.Sequential(
             conv_block(self.shape_channels, ngf, 7, 1, norm, padding),
@@ -235,7 +154,8 @@ class LocalEnhancer(nn.Module):
         spade_channels = self.shape_channels if self.spade else 0
         self.blocks = nn.ModuleList([ResnetBlock(2 * ngf, block_norm, padding, text_dim, spade_channels, spade_hidden)
                                      for _ in range(n_blocks)])
-        self.up = (SpadeUpsample(2 * ngf, ngf, in_channels, block_norm, padding, spade_hidden, style_channels)
+        self.up = (SpadeUpsample(2 * ngf, ngf, in_channels + 4 * position_frequencies, block_norm, padding,
+                                 spade_hidden, style_channels)
                    if self.spade else upsample_block(2 * ngf, ngf, norm, padding, upsample))
         # only the finest enhancer turns features into pixels
         self.to_rgb = rgb_head(ngf, out_channels, padding) if out_channels is not None else nn.Identity()
@@ -246,7 +166,9 @@ class LocalEnhancer(nn.Module):
         h = self.down(shape) + coarse
         for block in self.blocks:
             h = block(h, text_emb, shape if self.spade else None)
-        return self.up(h, layout) if self.spade else self.up(h)
+        if not self.spade:
+            return self.up(h)
+        return self.up(h, with_position(layout, self.shape_channels, self.position_frequencies)[1])
 
     def forward(self, layout: torch.Tensor, coarse: torch.Tensor, text_emb: torch.Tensor | None = None):
         return self.to_rgb(self.features(layout, coarse, text_emb))
@@ -260,6 +182,9 @@ class Generator(nn.Module):
     ``forward(..., modulate={point: fn})`` replaces the features at a named point by ``fn(features)``
     (the rendering hook of editing; see :meth:`forward`). ``noise_channels``: OASIS's per-pixel noise between the
     layout's edge and style channels, read as shape (:attr:`in_channels` = argument ``in_channels`` + it).
+    ``position_frequencies``: :func:`~.position.position_features` beside the class map in every decoder SPADE
+    (``conditioning='spade'`` only; made inside, so not part of :attr:`in_channels`). ``box_coordinates``:
+    the layout carries each pixel's place in its object's box on the shape side (2 more :attr:`in_channels`).
     """
 
     #: Where :meth:`forward` can modulate features, coarsest first.
@@ -269,26 +194,33 @@ class Generator(nn.Module):
                  n_blocks: int = 6, n_local_enhancers: int = 0, n_blocks_local: int = 3, text_dim: int = 0,
                  norm: str = "instance", padding: str = "reflect", upsample: str = "nearest",
                  layout_skips: bool = False, conditioning: str = "input", spade_hidden: int = 32,
-                 style_channels: int = 0, noise_channels: int = 0):
+                 style_channels: int = 0, noise_channels: int = 0, position_frequencies: int = 0,
+                 box_coordinates: bool = False):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ConfigError(f"unknown generator conditioning {conditioning!r}; expected one of "
                               f"{', '.join(CONDITIONINGS)}")
-        if min(in_channels - 1, ngf - 1, n_downsample, n_blocks, n_local_enhancers, noise_channels) < 0:
+        if min(in_channels - 1, ngf - 1, n_downsample, n_blocks, n_local_enhancers, noise_channels,
+               position_frequencies) < 0:
             raise ConfigError(
                 f"Generator: invalid sizes in_channels={in_channels} ngf={ngf} n_downsample={n_downsample} "
-                f"n_blocks={n_blocks} n_local_enhancers={n_local_enhancers} noise_channels={noise_channels}")
-        self.in_channels, self.noise_channels, self.text_dim = in_channels + noise_channels, noise_channels, text_dim
+                f"n_blocks={n_blocks} n_local_enhancers={n_local_enhancers} noise_channels={noise_channels} "
+                f"position_frequencies={position_frequencies}")
+        if position_frequencies and conditioning != "spade":
+            raise ConfigError(f"Generator: position_frequencies={position_frequencies} needs conditioning='spade' "
+                              f"(the decoder's SPADE layers read them), got {conditioning!r}")
+        self.noise_channels, self.box_coordinates, self.text_dim = noise_channels, bool(box_coordinates), text_dim
+        self.in_channels = in_channels + noise_channels + 2 * self.box_coordinates
         self.out_channels, self.n_downsample, self.n_local_enhancers = out_channels, n_downsample, n_local_enhancers
         in_channels = self.in_channels
         self.global_net = GlobalGenerator(in_channels, out_channels, ngf * 2 ** n_local_enhancers, n_downsample,
                                           n_blocks, text_dim, norm, padding, upsample, layout_skips, conditioning,
-                                          spade_hidden, style_channels, n_local_enhancers)
+                                          spade_hidden, style_channels, n_local_enhancers, position_frequencies)
         # enhancers[0] is the coarsest (right above G1), enhancers[-1] the finest
         self.enhancers = nn.ModuleList([
             LocalEnhancer(in_channels, ngf * 2 ** (n_local_enhancers - n), n_blocks_local, text_dim, norm, padding,
                           upsample, out_channels if n == n_local_enhancers else None, conditioning, spade_hidden,
-                          style_channels)
+                          style_channels, position_frequencies)
             for n in range(1, n_local_enhancers + 1)
         ])
         init_weights(self)

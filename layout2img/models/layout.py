@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .losses import box_loss, mask_loss
+from .position import coordinates_in_boxes
 
 
 # -- prediction ------------------------------------------------------------------------------
@@ -337,7 +338,8 @@ class LayoutTensors:
     boundaries. ``style`` (B, S, H, W) per-object style codes (S may be 0). ``instances``
     (B, H, W) long, 0 = no object, else 1 + batch-global object index. ``geometry`` holds the
     per-object visible weights (e.g. for the appearance encoder); ``noise`` (B, N, H, W) or None OASIS's
-    per-pixel N(0, 1) channels, drawn once with the layout (re-rendering it reuses them).
+    per-pixel N(0, 1) channels, drawn once with the layout (re-rendering it reuses them); ``box_coords``
+    (B, 2, H, W) or None each pixel's place in its object's box (:func:`~.position.coordinates_in_boxes`).
     """
 
     semantic: torch.Tensor
@@ -346,11 +348,14 @@ class LayoutTensors:
     instances: torch.Tensor
     geometry: LayoutGeometry | None = None
     noise: torch.Tensor | None = None
+    box_coords: torch.Tensor | None = None
 
     def tensor(self) -> torch.Tensor:
-        """semantic ⊕ edges [⊕ noise] ⊕ style: the generator's input (noise on the shape side)."""
-        parts = (self.semantic, self.edges, self.noise, self.style)
-        return torch.cat([p.to(self.semantic.dtype) for p in parts if p is not None], 1)
+        """semantic ⊕ edges [⊕ noise] [⊕ box_coords] ⊕ style: the generator's input (shape side first)."""
+        return torch.cat([p.to(self.semantic.dtype) for p in self._parts()], 1)
+
+    def _parts(self) -> list[torch.Tensor]:
+        return [p for p in (self.semantic, self.edges, self.noise, self.box_coords, self.style) if p is not None]
 
     def for_discriminator(self) -> torch.Tensor:
         """semantic ⊕ edges: what the discriminators see beside the image."""
@@ -358,12 +363,13 @@ class LayoutTensors:
 
     @property
     def num_channels(self) -> int:
-        return self.semantic.shape[1] + 1 + (0 if self.noise is None else self.noise.shape[1]) + self.style.shape[1]
+        return sum(p.shape[1] for p in self._parts())
 
 
-def layout_channels(num_classes: int, class_embed_dim: int = 0, style_dim: int = 0, noise_channels: int = 0) -> int:
+def layout_channels(num_classes: int, class_embed_dim: int = 0, style_dim: int = 0, noise_channels: int = 0,
+                    box_coordinates: bool = False) -> int:
     """Channels of :meth:`LayoutTensors.tensor` (the generator's ``in_channels``)."""
-    return (class_embed_dim if class_embed_dim > 0 else num_classes - 1) + 1 + noise_channels + style_dim
+    return (class_embed_dim or num_classes - 1) + 1 + noise_channels + 2 * bool(box_coordinates) + style_dim
 
 
 def class_vectors(objs: torch.Tensor, num_classes: int, class_embedding: nn.Module | None = None,
@@ -378,12 +384,13 @@ def build_layout(objs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, o
                  num_images: int, size, num_classes: int, style_codes: torch.Tensor | None = None,
                  class_embedding: nn.Module | None = None, stuff_classes: torch.Tensor | None = None,
                  geometry: LayoutGeometry | None = None, noise_channels: int = 0,
-                 generator: torch.Generator | None = None) -> LayoutTensors:
+                 generator: torch.Generator | None = None, box_coordinates: bool = False) -> LayoutTensors:
     """The generator's layout from boxes (O, 4) and mask probabilities (O, M, M).
 
     ``__image__`` objects (class 0) are never drawn. Overlaps are resolved by :func:`compose`
     (pass a precomputed ``geometry`` to reuse one). ``noise_channels`` > 0: that many N(0, 1) channels
     per image, drawn from ``generator`` (any device; None: the global RNG); 0 draws nothing.
+    ``box_coordinates``: add each pixel's place in its object's box (two channels).
     """
     if geometry is None:
         geometry = compose(boxes, masks, obj_to_img, num_images, size, objs=objs, stuff_classes=stuff_classes,
@@ -396,4 +403,6 @@ def build_layout(objs: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor, o
     rng_device = generator.device if generator is not None else semantic.device
     noise = (torch.randn((num_images, noise_channels, *semantic.shape[2:]), generator=generator, device=rng_device)
              .to(semantic) if noise_channels > 0 else None)
-    return LayoutTensors(semantic, instance_edges(geometry.instances).to(dtype), style, geometry.instances, geometry, noise)
+    coords = coordinates_in_boxes(boxes, geometry.weights, obj_to_img, num_images) if box_coordinates else None
+    return LayoutTensors(semantic, instance_edges(geometry.instances).to(dtype), style, geometry.instances, geometry,
+                         noise, coords)

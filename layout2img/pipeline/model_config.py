@@ -104,9 +104,13 @@ def model_config(vocab: Vocab, sections: Mapping[str, Mapping | None], **top: An
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"model.{key}: expected a {'positive' if least else 'non-negative'} integer, "
                               f"got {value!r}")
-    noise = sections["generator"]["noise_channels"]  # absent from older config.json files: 0, as they meant
-    if not isinstance(noise, int) or isinstance(noise, bool) or noise < 0:
-        raise ConfigError(f"model.generator.noise_channels: expected a non-negative integer, got {noise!r}")
+    for key in ("noise_channels", "position_frequencies"):  # absent from older config.json files: 0, as they meant
+        value = sections["generator"][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"model.generator.{key}: expected a non-negative integer, got {value!r}")
+    if not isinstance(sections["generator"]["box_coordinates"], bool):
+        raise ConfigError(f"model.generator.box_coordinates: expected true or false, "
+                          f"got {sections['generator']['box_coordinates']!r}")
     spec = to_container(top.pop("text_encoder", None))
     if spec is not None and (not isinstance(spec, (str, Path)) or not str(spec).strip()):
         raise ConfigError(f"model.text_encoder: expected a CLIP folder, ARCH=FILE or NAME/TAG (or null), got {spec!r}")

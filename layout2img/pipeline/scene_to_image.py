@@ -308,7 +308,8 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         with full_precision(boxes.device):
             layout = build_layout(batch.objs, boxes, masks, batch.obj_to_img, num_images, size,
                                   self.vocab.num_objects, style_codes=codes, class_embedding=self.class_embedding,
-                                  geometry=geometry, noise_channels=self.generator.noise_channels, generator=generator)
+                                  geometry=geometry, noise_channels=self.generator.noise_channels, generator=generator,
+                                  box_coordinates=self.generator.box_coordinates)
         images = self.render(layout, caption_emb=text_emb, caption_mask=text_mask, stage=stage)
         return ModelOutput(images=images, boxes_pred=boxes_pred, mask_logits=mask_logits, boxes=boxes, masks=masks,
                            layout=layout, style_mu=mu, style_logvar=logvar, style_codes=codes, obj_vecs=obj_vecs,
