@@ -85,7 +85,8 @@ def main(argv=None) -> int:
         regions = [r.strip() for r in args.regions.split(",") if r.strip()]
         folder = Path(args.images)
         if not (folder / "fake").is_dir() or not (folder / "real").is_dir():
-            raise ConfigError(f"--images {folder}: expected fake/ and real/ inside (evaluate --out R.json writes R_images/)")
+            raise ConfigError(f"--images {folder}: expected fake/ and real/ inside "
+                              f"(evaluate --out R.json writes R_images/)")
         if args.num < 2:
             raise ConfigError(f"--num {args.num}: FID needs at least 2 images")
         guard = guard_from_args(args)

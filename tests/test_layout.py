@@ -4,8 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from layout2img.errors import ConfigError
-from layout2img.models.layout import (LayoutPredictor, boxes_from_params, boxes_to_masks_full, build_layout, compose, crop_boxes,
-                                      instance_edges, layout_channels, masks_to_layout)
+from layout2img.models.layout import (LayoutPredictor, boxes_from_params, boxes_to_masks_full, compose, crop_boxes,
+                                      instance_edges, masks_to_layout)
+from layout2img.models.layout_input import build_layout, layout_channels
 
 
 def _random_mask(m=16, seed=0):

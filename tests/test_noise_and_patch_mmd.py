@@ -16,7 +16,7 @@ from layout2img import SceneGraphToImage
 from layout2img.config import load_config
 from layout2img.data.batch import collate
 from layout2img.errors import ConfigError
-from layout2img.models.layout import build_layout, layout_channels
+from layout2img.models.layout_input import build_layout, layout_channels
 from layout2img.models.losses import PERCEPTUAL_BACKBONES, PerceptualLoss
 from layout2img.models.patch_mmd import LocalPatchMMD
 from layout2img.training.trainer import Trainer

@@ -25,7 +25,8 @@ def test_features_are_sines_from_one_cycle_to_a_four_pixel_period():
     assert pe.shape == (1, 12, 16, 32)
     sin_x, cos_x, sin_y, cos_y = pe[0].split(3)
     assert torch.allclose(sin_x ** 2 + cos_x ** 2, torch.ones(3, 16, 32), atol=1e-6)
-    assert torch.allclose(sin_x, sin_x[:, :1].expand_as(sin_x)) and torch.allclose(sin_y, sin_y[:, :, :1].expand_as(sin_y))
+    assert torch.allclose(sin_x, sin_x[:, :1].expand_as(sin_x))  # x channels change along x only
+    assert torch.allclose(sin_y, sin_y[:, :, :1].expand_as(sin_y))  # y channels along y only
     # one cycle over each side at the lowest frequency: sin(2 pi (x + 0.5) / 32)
     assert torch.allclose(sin_x[0, 0], torch.sin(2 * math.pi * (torch.arange(32) + 0.5) / 32), atol=1e-6)
     # the highest: 16 / 4 = 4 cycles per side, a 4-pixel period down the 16 rows, 8 across the 32 columns
@@ -143,7 +144,8 @@ def test_box_coordinates_are_two_layout_channels_before_the_style(tmp_path):
     assert (row.diff() > 0).all() and row.abs().max() < 1.0
     folder = model.save_pretrained(tmp_path / "m")
     loaded = SceneGraphToImage.from_pretrained(folder)
-    assert loaded.generator.box_coordinates and torch.equal(loaded.generate(graph, seed=3), model.generate(graph, seed=3))
+    assert loaded.generator.box_coordinates
+    assert torch.equal(loaded.generate(graph, seed=3), model.generate(graph, seed=3))
     cfg["generator"]["box_coordinates"] = "yes"
     with pytest.raises(ConfigError, match=r"^model\.generator\.box_coordinates: expected true or false, got 'yes'$"):
         SceneGraphToImage(**cfg)

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .blocks import LayoutSkipUpsample, ResnetBlock, SpadeUpsample, conv_block, downsample_layout, rgb_head, upsample_block
+from .blocks import (LayoutSkipUpsample, ResnetBlock, SpadeUpsample, conv_block, downsample_layout, rgb_head,
+                     upsample_block)
 from .normalization import init_weights
 from .position import with_position
 

@@ -37,7 +37,8 @@ def with_position(layout: torch.Tensor, shape_channels: int, frequencies: int) -
     return shape, torch.cat([shape, layout[:, shape_channels:]], 1)
 
 
-def coordinates_in_boxes(boxes: torch.Tensor, weights: torch.Tensor, obj_to_img: torch.Tensor, num_images: int) -> torch.Tensor:
+def coordinates_in_boxes(boxes: torch.Tensor, weights: torch.Tensor, obj_to_img: torch.Tensor,
+                         num_images: int) -> torch.Tensor:
     """(B, 2, H, W): each pixel's place inside the box of the object it shows, x then y in [-1, 1]
     across the box (the centre 0), weighted by the objects' visible shares ``weights`` (O, H, W).
 

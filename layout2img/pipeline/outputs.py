@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.layout import LayoutTensors
+from ..models.layout_input import LayoutTensors
 from ..models.layout_sampler import LayoutSample
 
 

@@ -30,7 +30,7 @@ from ..io import PretrainedMixin
 from ..models.encoder import AppearanceEncoder, StyleClusters
 from ..models.gcn import GraphEncoder
 from ..models.generator import Generator
-from ..models.layout import LayoutTensors, build_layout, layout_channels
+from ..models.layout_input import LayoutTensors, build_layout, layout_channels
 from ..models.text_prior import TextStylePrior
 from . import checkpoint
 from .inputs import check_inputs, check_sources, check_style_codes
