@@ -32,9 +32,7 @@ class GcnConfig:
 
 @dataclass
 class LayoutConfig:
-    """Boxes and masks to a layout.
-
-    ``pooling``: 'over' (smaller boxes occlude larger ones) or 'sum' (sg2im);
+    """Boxes and masks to a layout. ``pooling``: 'over' (smaller boxes occlude larger ones) or 'sum' (sg2im);
     ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows
     which is which; ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted*
     masks (sg2im on Visual Genome, whose masks are just boxes: the image loss supervises them).
