@@ -14,6 +14,7 @@ from layout2img import SceneGraphToImage
 from layout2img.config import load_config
 from layout2img.errors import ConfigError
 from layout2img.models.generator import Generator
+from layout2img.models.layout_input import layout_channels
 from layout2img.models.position import coordinates_in_boxes, position_features
 from layout2img.training.trainer import Trainer
 
@@ -138,6 +139,8 @@ def test_box_coordinates_are_two_layout_channels_before_the_style(tmp_path):
     layout = out.layout
     assert layout.box_coords.shape == (1, 2, 32, 32)
     assert layout.tensor().shape[1] == model.generator.in_channels == tiny(0).generator.in_channels + 2
+    expected = layout_channels(model.vocab.num_objects, 0, model.style_dim, box_coordinates=True)
+    assert layout.num_channels == expected == layout.tensor().shape[1]
     assert torch.equal(layout.tensor()[:, -model.style_dim - 2:-model.style_dim], layout.box_coords)
     # inside the circle's box (its mask's core) x runs from left to right across the box
     row = layout.box_coords[0, 0, 16, 12:20]
