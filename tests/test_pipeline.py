@@ -63,6 +63,21 @@ def test_forward_shapes(model):
     assert model(batch, stage="global").images.shape == (2, 3, 32, 32)  # no enhancer: global == full
 
 
+def test_image_size_renders_the_same_layout_smaller(model):
+    batch = _batch()
+    full = model(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(0))
+    batch.images = torch.nn.functional.avg_pool2d(batch.images, 2)
+    half = model(batch, layout_source="gt", style_source="encode", image_size=16)
+    assert half.images.shape == (2, 3, 16, 16) and half.layout.tensor().shape[-2:] == (16, 16)
+    # the same boxes composed on the coarser grid: each class covers about the same share of the image
+    share = lambda out: out.layout.semantic.mean(dim=(2, 3))  # noqa: E731
+    assert share(full).max() > 0.2 and torch.allclose(share(half), share(full), atol=0.05)
+    with pytest.raises(ConfigError, match="image_size 10 is not a multiple of 4"):
+        model(batch, image_size=10)
+    with pytest.raises(DataError, match=r"batch.images are \(16, 16\), the model makes 32x32"):
+        model(batch, style_source="encode")
+
+
 def test_gradients_reach_every_part(model):
     batch = _batch()
     out = model(batch, layout_source="pred", style_source="encode", keep_known_boxes=False)

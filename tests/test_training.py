@@ -247,3 +247,37 @@ def test_coarse_to_fine_schedule_trains_global_first_then_freezes_it(tiny_shapes
     trainer.train_step(batch)
     assert changed(glob2, snapshot(g.global_net.parameters()))
     trainer.close()
+
+
+def test_low_res_steps_render_the_same_network_at_half_size_then_full(tiny_shapes, tmp_path):
+    overrides = tiny_overrides(tiny_shapes, tmp_path / "lowres", max_steps=2, checkpoint_every=2,
+                               **{"train.low_res_steps": 1, "model.generator.conditioning": "spade",
+                                  "model.generator.layout_skips": False, "train.diffaugment": "color,translation"})
+    trainer = Trainer(load_config(None, overrides))
+    batch = trainer.augment(next(iter(trainer.loader)))
+    seen: list[torch.Tensor] = []
+    hook = trainer.model.encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    before = [p.detach().clone() for p in trainer.model.generator.parameters()]
+    assert trainer.image_size() == 16
+    trainer.train_step(batch)
+    assert trainer.last_output.images.shape[-2:] == (16, 16)
+    assert trainer.last_output.layout.tensor().shape[-2:] == (16, 16)
+    # the encoder reads the real images shrunk to the step's size, not cropped or padded
+    expected = torch.nn.functional.interpolate(batch.images, size=(16, 16), mode="bilinear", align_corners=False,
+                                               antialias=True)
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.generator.parameters()))
+    trainer.step = 1
+    assert trainer.image_size() == 32
+    trainer.train_step(batch)
+    assert trainer.last_output.images.shape[-2:] == (32, 32) and seen[-1].shape[-1] == 32
+    hook.remove()
+    trainer.close()
+
+
+def test_low_res_steps_refuse_a_half_size_the_generator_cannot_take(tiny_shapes, tmp_path):
+    # 32 px with 5 downsamplings: the full size is a multiple of 32, half of it (16) is not
+    overrides = tiny_overrides(tiny_shapes, tmp_path / "bad", **{"train.low_res_steps": 5,
+                                                                  "model.generator.n_downsample": 5})
+    with pytest.raises(ConfigError, match=r"train.low_res_steps=5.*\(16\).*32"):
+        Trainer(load_config(None, overrides))

@@ -33,11 +33,10 @@ class GcnConfig:
 @dataclass
 class LayoutConfig:
     """Boxes and masks to a layout. ``pooling``: 'over' (smaller boxes occlude larger ones) or 'sum' (sg2im);
-    ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows
-    which is which; ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted*
-    masks (sg2im on Visual Genome, whose masks are just boxes: the image loss supervises them).
-    ``mask_channels`` None: as wide as the graph network. ``fill_holes``: what predicted masks
-    and boxes leave uncovered in or between boxes of stuff goes to the nearest stuff.
+    ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows which is which;
+    ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted* masks (sg2im on Visual Genome,
+    whose masks are just boxes: the image loss supervises them). ``mask_channels`` None: as wide as the graph
+    network. ``fill_holes``: what predicted masks and boxes leave uncovered in or between stuff boxes goes to it.
 
     ``predictor``: ``regression`` (sg2im's box net: one layout per graph) or ``sampler`` (a
     conditional VAE, :class:`~layout2img.models.layout_sampler.LayoutSampler`: one layout per
@@ -343,16 +342,16 @@ class LossConfig:
 class TrainConfig:
     """Optimisers and schedule.
 
-    ``amp``: auto (bf16 on CUDA) | bf16 | fp32. ``global_steps``: pix2pixHD coarse-to-fine, the
-    global net alone first, then fixed for ``fix_global_steps`` more. ``r1_gamma``: R1 penalty
-    weight (0: off), applied every ``r1_every`` steps. ``text_dropout``: each caption /
-    description dropped with this probability. ``init_from``: a checkpoint folder whose model
-    weights start this run. ``grad_clip`` 0: off. ``diffaugment``: DiffAugment policy for
-    everything the discriminators see (comma-separated color, translation, cutout; empty: off).
-    ``fit_styles``: at the end of the run, fit per-class style clusters on up to this many
-    train images (0: off), so generation draws appearances like the data's. ``lr_decay_start``:
-    the fraction of ``max_steps`` after which both learning rates fall linearly to 0 at
-    ``max_steps`` (pix2pixHD's ``niter_decay``; 1.0: constant).
+    ``amp``: auto (bf16 on CUDA) | bf16 | fp32. ``global_steps``: pix2pixHD coarse-to-fine, the global net alone
+    first, then fixed for ``fix_global_steps`` more. ``low_res_steps``: the first steps render the same network
+    at half the image size (layout and real images; progressive resizing). ``r1_gamma``: R1 penalty weight
+    (0: off), applied every ``r1_every`` steps. ``text_dropout``: each caption / description dropped with this
+    probability. ``init_from``: a checkpoint folder whose model weights start this run. ``grad_clip`` 0: off.
+    ``diffaugment``: DiffAugment policy for everything the discriminators see (comma-separated color,
+    translation, cutout; empty: off). ``fit_styles``: at the end of the run, fit per-class style clusters on up
+    to this many train images (0: off), so generation draws appearances like the data's. ``lr_decay_start``:
+    the fraction of ``max_steps`` after which both learning rates fall linearly to 0 at ``max_steps``
+    (pix2pixHD's ``niter_decay``; 1.0: constant).
     """
 
     # twice pix2pixHD's 2e-4: FID 117.3 -> 108.8 in the default run's 700 steps (BENCHMARKS, R9)
@@ -364,6 +363,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     global_steps: int = 0
     fix_global_steps: int = 0
+    low_res_steps: int = 0
     grad_clip: float = 0.0
     channels_last: bool = False  # no gain with oneDNN on the AMD CPU (BENCHMARKS); for CUDA, True
     r1_gamma: float = 0.0

@@ -191,16 +191,17 @@ class LayoutStage:
             masks = torch.sigmoid(mask_logits.float())
         return boxes, masks
 
-    def compose(self, batch: Batch, boxes: torch.Tensor, masks: torch.Tensor,
-                stuff_classes: torch.Tensor | None, fill_holes: bool = False) -> LayoutGeometry:
+    def compose(self, batch: Batch, boxes: torch.Tensor, masks: torch.Tensor, stuff_classes: torch.Tensor | None,
+                fill_holes: bool = False, size: int | None = None) -> LayoutGeometry:
         """The objects painted into the image plane (``stuff_classes`` under the things, when given).
         ``fill_holes`` (and ``layout.fill_holes``): what no object covers in or between boxes of
-        stuff goes to the nearest stuff (:func:`fill_stuff_holes`; for predicted layouts)."""
+        stuff goes to the nearest stuff (:func:`fill_stuff_holes`; for predicted layouts). ``size``:
+        the plane's side (default the model's image size)."""
         # float32 even under autocast: box placement should not be rounded to bf16
         with full_precision(boxes.device):
-            geometry = compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images, self.image_size,
-                               objs=batch.objs, stuff_classes=stuff_classes, skip=batch.objs == 0,
-                               pooling=self.pooling)  # __image__ is never drawn
+            geometry = compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images,
+                               size or self.image_size, objs=batch.objs, stuff_classes=stuff_classes,
+                               skip=batch.objs == 0, pooling=self.pooling)  # __image__ is never drawn
             if fill_holes and self.config["fill_holes"] and stuff_classes is not None:
                 geometry = fill_stuff_holes(geometry, boxes.float(), stuff_classes[batch.objs] & (batch.objs != 0))
         return geometry

@@ -248,7 +248,7 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
                 generator: torch.Generator | None = None, keep_known_boxes: bool = True,
                 style_codes: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 layout_noise: torch.Tensor | None = None, refine: bool = False,
-                style_known: torch.Tensor | None = None) -> ModelOutput:
+                style_known: torch.Tensor | None = None, image_size: int | None = None) -> ModelOutput:
         """Run the model on a packed batch.
 
         ``layout_source``: ``'gt'`` builds the layout from ``batch.boxes`` / ``batch.masks``
@@ -264,6 +264,9 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         posterior pass :meth:`LayoutSampler.losses` needs (``ModelOutput.layout_sample``); else
         free boxes are drawn from ``layout_noise`` (O, z_dim + 1) (None: from ``generator``).
         ``refine``: repair broken relations of the free predicted boxes (either predictor).
+        ``image_size``: render at this side instead of the model's (a multiple of the generator's
+        ``size_multiple``; ``batch.images``, when encoded, at that size): the trainer's low-resolution
+        steps (``train.low_res_steps``), the same network on a coarser layout.
 
         Text (``text_dim > 0``; :meth:`encode_texts` makes all four): ``text_emb`` (B, text_dim)
         captions for FiLM on the images ``text_mask`` (B,) marks (None: all), ``obj_text_emb`` (O,
@@ -271,7 +274,10 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         the text style prior.
         """
         check_sources(layout_source, style_source)
-        num_images, size = batch.num_images, self.image_size
+        num_images, size = batch.num_images, self.image_size if image_size is None else int(image_size)
+        if size % self.generator.size_multiple:
+            raise ConfigError(f"image_size {size} is not a multiple of {self.generator.size_multiple} "
+                              f"(2**(n_downsample + n_local_enhancers))")
         text_emb, text_mask, obj_text_emb, obj_text_mask = self.text_conditioner.check_inputs(
             batch, text_emb, text_mask, obj_text_emb, obj_text_mask)
         obj_vecs = self.gcn(batch.objs, batch.triples, obj_text_emb, obj_text_mask)
@@ -281,7 +287,7 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
             keep_known_boxes=keep_known_boxes, generator=generator, noise=layout_noise, refine=refine)
         boxes, masks = layouts.geometry_inputs(batch, boxes_pred, mask_logits, layout_source, keep_known_boxes)
         geometry = layouts.compose(batch, boxes, masks, self.stuff_classes,
-                                   fill_holes=not layouts.uses_given_masks(batch, layout_source))
+                                   fill_holes=not layouts.uses_given_masks(batch, layout_source), size=size)
         prior_mu, prior_logvar, prior_mask = self.text_conditioner.prior(batch, obj_vecs, text_emb, text_mask,
                                                                          obj_text_emb, obj_text_mask)
 
@@ -295,7 +301,7 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
                 enc_geometry = geometry
                 if layout_source != "gt" and bool(batch.boxes_known.all()):
                     enc_geometry = layouts.compose(batch, *layouts.geometry_inputs(batch, boxes_pred, mask_logits, "gt"),
-                                                   self.stuff_classes, not layouts.uses_given_masks(batch, "gt"))
+                                                   self.stuff_classes, not layouts.uses_given_masks(batch, "gt"), size)
                 mu, logvar, codes = encode_style_codes(self.encoder, batch.images, enc_geometry, batch.obj_to_img,
                                                        size, generator)
             else:

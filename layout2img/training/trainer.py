@@ -15,6 +15,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,10 @@ class Trainer:
         # (docs/BENCHMARKS.md, "Model size and speed")
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=tr.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(d_params, lr=tr.lr_d, betas=betas)
+        multiple, low = self.model.generator.size_multiple, self.model.image_size // 2
+        if tr.low_res_steps < 0 or (tr.low_res_steps and low % multiple):
+            raise ConfigError(f"train.low_res_steps={tr.low_res_steps}: needs >= 0 and half the image size ({low}) "
+                              f"a multiple of the generator's {multiple}")
         if not 0.0 <= tr.lr_decay_start <= 1.0:
             raise ConfigError(f"train.lr_decay_start: expected a fraction of max_steps in [0, 1], "
                               f"got {tr.lr_decay_start}")
@@ -175,6 +180,11 @@ class Trainer:
     def stage(self) -> str:
         """'global' while the global generator trains alone at reduced resolution, else 'full'."""
         return "global" if self.step < self.train_opts.global_steps else "full"
+
+    def image_size(self) -> int:
+        """The side this step renders at: half the model's during ``train.low_res_steps``."""
+        full = self.model.image_size
+        return full // 2 if self.step < self.train_opts.low_res_steps else full
 
     def global_frozen(self) -> bool:
         """Whether the global generator is held fixed now (pix2pixHD's ``niter_fix_global``)."""
@@ -283,8 +293,12 @@ class Trainer:
     def forward(self, batch: Batch, texts: TextInputs | None) -> StepTensors:
         """The generator's pass (ground-truth layout, styles encoded from the real images) and what
         the loss terms compare it with, at the resolution of this step's stage."""
+        size = self.image_size()
+        if batch.images.shape[-1] != size:  # a low-resolution step: the real images shrink with the layout
+            batch = replace(batch, images=F.interpolate(batch.images, size=(size, size), mode="bilinear",
+                                                         align_corners=False, antialias=True))
         out = self.g_model(batch, layout_source="gt", style_source="encode", stage=self.stage(), generator=self.noise,
-                           **(texts.as_kwargs() if texts is not None else {}))
+                           image_size=size, **(texts.as_kwargs() if texts is not None else {}))
         fake, real, size = out.images, batch.images, out.images.shape[-2:]
         if real.shape[-1] != fake.shape[-1]:  # the global stage trains at reduced resolution
             real = F.interpolate(real, size=size, mode="bilinear", align_corners=False, antialias=True)
