@@ -184,10 +184,12 @@ def test_the_default_model_is_the_model_train_py_trains():
 
 
 def test_the_default_run_is_the_schemas_defaults():
-    """configs/shapes_64.yaml sets no model or training key: those are the schema's defaults."""
+    """configs/shapes_64.yaml sets no model or training key but its schedule: the rest are the schema's defaults."""
     layers = read_layers(CONFIG_DIR / "shapes_64.yaml")
     assert [set(to_container(node)) for _, node in layers] == [
-        {"out_dir", "max_steps", "batch_size", "checkpoint_every", "sample_every", "data"}]
+        {"out_dir", "max_steps", "batch_size", "checkpoint_every", "sample_every", "data", "train"}]
+    # its one training key is schedule: how many of its steps run at half size
+    assert to_container(layers[0][1])["train"] == {"low_res_steps": 800}
     default = to_container(load_config("shapes_64"))
     assert default["data"]["dataset"] == "shapes" and default["train"]["lr_g"] == 4e-4
     assert default["train"]["diffaugment"] == "color,translation,cutout" and default["loss"]["lambda_l1"] == 10.0

@@ -72,8 +72,9 @@ def test_image_size_renders_the_same_layout_smaller(model):
     # the same boxes composed on the coarser grid: each class covers about the same share of the image
     share = lambda out: out.layout.semantic.mean(dim=(2, 3))  # noqa: E731
     assert share(full).max() > 0.2 and torch.allclose(share(half), share(full), atol=0.05)
-    with pytest.raises(ConfigError, match="image_size 10 is not a multiple of 4"):
-        model(batch, image_size=10)
+    for bad in (10, 0):
+        with pytest.raises(ConfigError, match=f"image_size {bad} is not a positive multiple of 4"):
+            model(batch, image_size=bad)
     with pytest.raises(DataError, match=r"batch.images are \(16, 16\), the model makes 32x32"):
         model(batch, style_source="encode")
 

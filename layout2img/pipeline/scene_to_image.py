@@ -275,8 +275,8 @@ class SceneGraphToImage(PretrainedMixin, nn.Module):
         """
         check_sources(layout_source, style_source)
         num_images, size = batch.num_images, self.image_size if image_size is None else int(image_size)
-        if size % self.generator.size_multiple:
-            raise ConfigError(f"image_size {size} is not a multiple of {self.generator.size_multiple} "
+        if size <= 0 or size % self.generator.size_multiple:
+            raise ConfigError(f"image_size {size} is not a positive multiple of {self.generator.size_multiple} "
                               f"(2**(n_downsample + n_local_enhancers))")
         text_emb, text_mask, obj_text_emb, obj_text_mask = self.text_conditioner.check_inputs(
             batch, text_emb, text_mask, obj_text_emb, obj_text_mask)
