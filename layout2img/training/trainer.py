@@ -56,6 +56,11 @@ class TrainingDiverged(Layout2ImgError):
 AMP_MODES = ("auto", "bf16", "fp32")
 
 
+def shrink(images: torch.Tensor, size) -> torch.Tensor:
+    """Real images at a reduced training resolution (antialiased: no aliasing the fakes cannot match)."""
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
 class Trainer:
     """Build everything a config describes and train it: ``Trainer(cfg).fit()``.
 
@@ -295,13 +300,12 @@ class Trainer:
         the loss terms compare it with, at the resolution of this step's stage."""
         size = self.image_size()
         if batch.images.shape[-1] != size:  # a low-resolution step: the real images shrink with the layout
-            batch = replace(batch, images=F.interpolate(batch.images, size=(size, size), mode="bilinear",
-                                                         align_corners=False, antialias=True))
+            batch = replace(batch, images=shrink(batch.images, (size, size)))
         out = self.g_model(batch, layout_source="gt", style_source="encode", stage=self.stage(), generator=self.noise,
                            image_size=size, **(texts.as_kwargs() if texts is not None else {}))
         fake, real, size = out.images, batch.images, out.images.shape[-2:]
         if real.shape[-1] != fake.shape[-1]:  # the global stage trains at reduced resolution
-            real = F.interpolate(real, size=size, mode="bilinear", align_corners=False, antialias=True)
+            real = shrink(real, size)
         cond = out.layout.for_discriminator().detach()
         if cond.shape[-1] != fake.shape[-1]:
             cond = F.interpolate(cond, size=size, mode="nearest")
