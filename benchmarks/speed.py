@@ -132,7 +132,7 @@ def measure_train(args) -> dict:
                 trainer = trainer_mod.Trainer(cfg)
         batch = collate([data[i] for i in range(args.batch)]).to(device)
         trainer.model.train()
-        stage = trainer.stage()
+        stage = trainer.schedule.stage(trainer.step)
         enhancers = int(cfg.model.generator.get("n_local_enhancers", 0))
         resolution = int(cfg.data.image_size) // (2 ** enhancers if stage == "global" else 1)
 

@@ -170,3 +170,66 @@ def test_folders_written_before_the_sampler_keep_the_regression(tmp_path):
     old = SceneGraphToImage.from_pretrained(folder)
     assert old.config["layout"]["predictor"] == "regression" and isinstance(old.layout_predictor, LayoutPredictor)
     torch.testing.assert_close(old.generate(GRAPH, seed=0), m.generate(GRAPH, seed=0))
+
+
+def test_fill_given_fills_the_ring_ground_truth_masks_leave_round_things(tiny_shapes):
+    """layout.fill_given: the soft ring round each thing that its coarse ground-truth mask and the
+    stuff's cut-out mask leave partly unlabelled goes to the stuff; the things keep their weights.
+    Off (the default), the ring stays as the generator saw it before the switch."""
+    from layout2img.data.batch import collate
+    from layout2img.data.shapes import ShapesDataset
+
+    data = ShapesDataset(tiny_shapes, split="train", mask_size=8)
+    batch = collate([data[i] for i in range(4)])
+    m = model()
+    weights = {}
+    for fill in (False, True):
+        m.layout_stage.config["fill_given"] = fill
+        with torch.no_grad():
+            out = m(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(0))
+        weights[fill] = out.layout.geometry.weights
+    covered = {fill: torch.zeros(4, 32, 32).index_add(0, batch.obj_to_img, w) for fill, w in weights.items()}
+    assert float(covered[False].min()) < 0.9  # rings before
+    assert torch.allclose(covered[True], torch.ones(()), atol=1e-4)  # every pixel of these scenes after
+    things = ~m.stuff_classes[batch.objs] & (batch.objs != 0)
+    assert torch.equal(weights[True][things], weights[False][things])
+    assert float((weights[True] - weights[False]).min()) >= 0  # stuff only gains
+
+
+def test_hard_layouts_give_each_pixel_to_its_topmost_object(tiny_shapes):
+    """layout.hard: a label map - every pixel of these scenes wholly one object's (the instance
+    map's, filled as fill_given fills), so class and code channels are one-hot / one code; the
+    soft default blends two objects along every mask edge."""
+    from layout2img.data.batch import collate
+    from layout2img.data.shapes import ShapesDataset
+
+    data = ShapesDataset(tiny_shapes, split="train", mask_size=8)
+    batch = collate([data[i] for i in range(4)])
+    m = model()
+    outs = {}
+    for hard in (False, True):
+        m.layout_stage.config["hard"] = hard
+        with torch.no_grad():
+            outs[hard] = m(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(0))
+    soft, hard = outs[False].layout.geometry, outs[True].layout.geometry
+    assert bool(((soft.weights > 0.01) & (soft.weights < 0.99)).any())  # blended edges by default
+    assert set(hard.weights.unique().tolist()) == {0.0, 1.0}
+    on = torch.zeros(4, 32, 32).index_add(0, batch.obj_to_img, hard.weights)
+    assert torch.equal(on, torch.ones_like(on))  # no hole, no blend
+    instances = hard.instances
+    assert bool((instances > 0).all())
+    for b in range(4):
+        mine = (batch.obj_to_img == b).nonzero().flatten()
+        owner = mine[hard.weights[mine].argmax(0)]
+        assert torch.equal(owner + 1, instances[b])  # the weights follow the instance map
+    semantic = outs[True].layout.semantic
+    assert set(semantic.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_hard_layouts_need_ground_truth_masks():
+    import pytest
+
+    from layout2img.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.layout.hard"):
+        SceneGraphToImage(**{**TINY_MODEL, "layout": {**TINY_MODEL["layout"], "hard": True, "use_gt_masks": False}})

@@ -204,3 +204,52 @@ def test_gaussian_kl_reductions():
     assert torch.allclose(gaussian_kl(mu, logvar, mu, logvar, reduction="none"), torch.zeros(3))
     with pytest.raises(ConfigError, match="reduction must be one of mean, sum, none, got 'avg'"):
         gaussian_kl(mu, logvar, mu, logvar, reduction="avg")
+
+
+def test_texture_mask_keeps_things_and_their_band_per_pixel():
+    """Stuff farther than ``margin`` px from every thing is texture; the thing, its band and
+    unlabelled pixels are not."""
+    from layout2img.models.losses import texture_mask
+
+    stuff_classes = torch.tensor([False, False, True])  # 0 unlabelled, 1 a thing, 2 stuff
+    labels = torch.full((1, 16, 16), 2)
+    labels[0, 6:9, 6:9] = 1
+    labels[0, 0, 0] = 0
+    mask = texture_mask(labels, stuff_classes, margin=2)[0, 0]
+    assert mask.shape == (16, 16)
+    assert mask[6:9, 6:9].sum() == 0 and mask[4:11, 4:11].sum() == 0  # the thing and 2 px round it
+    assert mask[3, 3] == 1 and mask[15, 15] == 1 and mask[4, 11] == 1  # just outside the band, far away
+    assert mask[0, 0] == 0  # unlabelled
+    assert float(mask.sum()) == 16 * 16 - 49 - 1
+
+
+def test_texture_pooled_l1_forgives_the_phase_of_a_texture_and_nothing_else():
+    """On the texture mask a zero-mean pattern inside each block costs nothing, a colour shift costs
+    what the plain L1 does; off the mask (and at pool 1) the L1 is the plain mean |diff|."""
+    from layout2img.models.losses import texture_pooled_l1
+
+    ys, xs = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    checker = ((ys + xs) % 2 * 2 - 1).float()[None, None].expand(2, 3, 8, 8) * 0.5
+    everywhere, nowhere = torch.ones(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    assert float(texture_pooled_l1(checker, everywhere, 4)) == pytest.approx(0.0, abs=1e-7)
+    assert float(texture_pooled_l1(checker, nowhere, 4)) == pytest.approx(0.5)
+    assert float(texture_pooled_l1(checker, everywhere, 1)) == pytest.approx(0.5)
+    assert float(texture_pooled_l1(checker + 0.25, everywhere, 4)) == pytest.approx(0.25)
+    half = torch.zeros(2, 1, 8, 8)
+    half[..., :4] = 1  # left half texture: only the right half's checker counts
+    assert float(texture_pooled_l1(checker, half, 4)) == pytest.approx(0.25)
+
+
+def test_feature_matching_with_a_texture_mask_compares_block_means_there():
+    """Feature cells wholly on the texture meet through block means (a zero-mean pattern is free),
+    other cells one by one; no mask is pix2pixHD's term exactly."""
+    ys, xs = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    checker = ((ys + xs) % 2 * 2 - 1).float()[None, None].expand(1, 4, 8, 8)
+    real = [[torch.zeros(1, 4, 8, 8), torch.zeros(1, 1, 8, 8)]]
+    fake = [[checker, torch.zeros(1, 1, 8, 8)]]
+    texture = torch.ones(1, 1, 16, 16)  # image pixels: the feature map is half the size
+    plain = feature_matching_loss(real, fake, lambda_feat=10.0)
+    assert float(feature_matching_loss(real, fake, lambda_feat=10.0, texture=None, texture_pool=4)) == float(plain)
+    assert float(feature_matching_loss(real, fake, lambda_feat=10.0, texture=texture, texture_pool=4)) == 0.0
+    assert float(feature_matching_loss(real, fake, lambda_feat=10.0, texture=torch.zeros(1, 1, 16, 16),
+                                       texture_pool=4)) == pytest.approx(float(plain))

@@ -122,3 +122,54 @@ def test_l1_pool_below_one_is_refused(tiny_shapes, tmp_path):
     with pytest.raises(ConfigError, match="loss.l1_pool"):
         Trainer(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_texture_pool_forgives_a_texture_phase_on_stuff_but_not_on_things(trainer):
+    """loss.texture_pool k: a checkerboard added to the stuff far from things (in whole k x k blocks)
+    costs the L1 nothing (only its block means count there); the same checkerboard on the things (and the band
+    round them) costs what it always did; at full size and at the low-res steps' half size."""
+    from layout2img.training.objective import StepTensors, pixel_l1
+
+    batch = _batch(trainer)
+    step = trainer.forward(batch, trainer.encode_texts(batch))
+    real, w = step.real.detach(), trainer.loss_weights.lambda_l1
+    trainer.objective.weights.texture_pool = 4
+    texture, pool = trainer.objective.texture(step)
+    assert pool == 4 and 0 < float(texture.mean()) < 1
+    ys, xs = torch.meshgrid(torch.arange(real.shape[-2]), torch.arange(real.shape[-1]), indexing="ij")
+    checker = ((ys + xs) % 2 * 2 - 1).to(real) * 0.25
+    whole_blocks = 1 - torch.nn.functional.max_pool2d(1 - texture, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    assert float(whole_blocks.sum()) > 0
+    on_texture = StepTensors(batch, step.out, real, real + checker * whole_blocks, step.cond, step.labels, step.texts)
+    on_things = StepTensors(batch, step.out, real, real + checker * (1 - texture), step.cond, step.labels, step.texts)
+    assert float(pixel_l1(trainer.objective, on_texture)["g_l1"]) == pytest.approx(0.0, abs=1e-5)
+    assert float(pixel_l1(trainer.objective, on_things)["g_l1"]) == pytest.approx(
+        w * 0.25 * float(1 - texture.mean()), rel=1e-4)
+    trainer.objective.weights.texture_pool = 0
+    assert float(pixel_l1(trainer.objective, on_texture)["g_l1"]) == pytest.approx(
+        w * 0.25 * float(whole_blocks.mean()), rel=1e-4)
+    trainer.objective.weights.texture_pool = 4
+    small = StepTensors(batch, step.out, real[..., ::2, ::2], real[..., ::2, ::2], step.cond[..., ::2, ::2],
+                        step.labels[..., ::2, ::2], step.texts)
+    texture_small, pool_small = trainer.objective.texture(small)
+    assert pool_small == 2 and texture_small.shape[-1] == real.shape[-1] // 2
+
+
+def test_texture_pool_trains_and_is_refused_with_l1_pool(tiny_shapes, tmp_path):
+    from layout2img.errors import ConfigError
+
+    cfg = load_config(None, tiny_overrides(tiny_shapes, tmp_path / "run", max_steps=2) + ["loss.texture_pool=4"])
+    t = Trainer(cfg)
+    try:
+        batch = _batch(t)
+        step = t.forward(batch, t.encode_texts(batch))
+        losses = t.objective.generator_losses(step)
+        grads = torch.autograd.grad(losses["g_l1"] + losses["g_feat"], step.fake)[0]
+        assert grads.abs().sum() > 0
+    finally:
+        t.close()
+    for bad in (["loss.texture_pool=-1"], ["loss.texture_pool=4", "loss.l1_pool=2"]):
+        cfg = load_config(None, tiny_overrides(tiny_shapes, tmp_path / "bad", max_steps=2) + bad)
+        with pytest.raises(ConfigError, match="loss.texture_pool"):
+            Trainer(cfg)
+        assert not (tmp_path / "bad").exists()

@@ -48,7 +48,8 @@ def test_2n_steps_equal_n_steps_plus_resume(tiny_shapes, tmp_path):
 def test_linear_lr_decay_follows_the_step_and_resumes_exactly(tiny_shapes, tmp_path):
     decay = {"train.lr_decay_start": 0.5}
     trainer, straight = _train(tiny_overrides(tiny_shapes, tmp_path / "a", max_steps=6, checkpoint_every=3, **decay))
-    assert [trainer.lr_factor(s) for s in range(6)] == [1.0, 1.0, 1.0, 1.0, pytest.approx(2 / 3), pytest.approx(1 / 3)]
+    assert [trainer.schedule.lr_factor(s) for s in range(6)] == [1.0, 1.0, 1.0, 1.0, pytest.approx(2 / 3),
+                                                                pytest.approx(1 / 3)]
     # the last step ran at a third of the learning rates
     assert trainer.opt_g.param_groups[0]["lr"] == pytest.approx(trainer.train_opts.lr_g / 3)
     assert trainer.opt_d.param_groups[0]["lr"] == pytest.approx(trainer.train_opts.lr_d / 3)
@@ -230,7 +231,7 @@ def test_coarse_to_fine_schedule_trains_global_first_then_freezes_it(tiny_shapes
     def snapshot(params):
         return [p.detach().clone() for p in params]
 
-    assert trainer.stage() == "global"
+    assert trainer.schedule.stage(trainer.step) == "global"
     glob0, loc0 = snapshot(g.global_net.parameters()), snapshot(g.enhancers.parameters())
     trainer.train_step(batch)
     assert trainer.last_output.images.shape[-1] == 16  # half resolution while the global net trains alone
@@ -238,7 +239,7 @@ def test_coarse_to_fine_schedule_trains_global_first_then_freezes_it(tiny_shapes
     glob1, loc1 = snapshot(g.global_net.parameters()), snapshot(g.enhancers.parameters())
     assert changed(glob0, glob1) and not changed(loc0, loc1)
     trainer.step = 1  # the enhancer joins; the global net stays fixed for fix_global_steps
-    assert trainer.stage() == "full"
+    assert trainer.schedule.stage(trainer.step) == "full"
     trainer.train_step(batch)
     assert trainer.last_output.images.shape[-1] == 32
     glob2, loc2 = snapshot(g.global_net.parameters()), snapshot(g.enhancers.parameters())
@@ -258,7 +259,7 @@ def test_low_res_steps_render_the_same_network_at_half_size_then_full(tiny_shape
     seen: list[torch.Tensor] = []
     hook = trainer.model.encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
     before = [p.detach().clone() for p in trainer.model.generator.parameters()]
-    assert trainer.image_size() == 16
+    assert trainer.schedule.size(trainer.step) == 16
     trainer.train_step(batch)
     assert trainer.last_output.images.shape[-2:] == (16, 16)
     assert trainer.last_output.layout.tensor().shape[-2:] == (16, 16)
@@ -268,7 +269,7 @@ def test_low_res_steps_render_the_same_network_at_half_size_then_full(tiny_shape
     assert torch.allclose(seen[0], expected, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.generator.parameters()))
     trainer.step = 1
-    assert trainer.image_size() == 32
+    assert trainer.schedule.size(trainer.step) == 32
     trainer.train_step(batch)
     assert trainer.last_output.images.shape[-2:] == (32, 32) and seen[-1].shape[-1] == 32
     hook.remove()

@@ -36,17 +36,17 @@ class LayoutConfig:
     ``stuff_below_things`` puts every stuff object under every thing when the vocabulary knows which is which;
     ``use_gt_masks`` False builds 'gt' layouts from GT boxes with *predicted* masks (sg2im on Visual Genome,
     whose masks are just boxes: the image loss supervises them). ``mask_channels`` None: as wide as the graph
-    network. ``fill_holes``: what predicted masks and boxes leave uncovered in or between stuff boxes goes to it.
+    network. ``fill_holes``: what predicted masks and boxes leave uncovered in or between stuff boxes goes to it;
+    ``fill_given``: so does what ground-truth masks leave (at 16 cells, a partly unlabelled ring round each thing);
+    ``hard``: filled, then each pixel wholly its topmost object's (a label map; needs ``use_gt_masks``).
 
-    ``predictor``: ``regression`` (sg2im's box net: one layout per graph) or ``sampler`` (a
-    conditional VAE, :class:`~layout2img.models.layout_sampler.LayoutSampler`: one layout per
-    seed). The sampler's own keys (ignored by the regression): ``z_dim`` latent size per object,
-    ``layers`` / ``hidden`` of its two graph convolutions, ``placement`` ``sequential`` (one
-    object per graph at a time, each around those placed) or ``joint``, ``known_fraction`` the
-    largest share of true boxes pinned per training image, ``refine_steps`` projected gradient
-    steps that repair broken relations when sampling (0: none), ``refine_max_iou`` the largest IoU
-    the refinement leaves between two things of one image (1: overlap is not refined).
-    """
+    ``predictor``: ``regression`` (sg2im's box net: one layout per graph) or ``sampler`` (a conditional VAE,
+    :class:`~layout2img.models.layout_sampler.LayoutSampler`: one layout per seed). The sampler's own keys (ignored
+    by the regression): ``z_dim`` latent size per object, ``layers`` / ``hidden`` of its two graph convolutions,
+    ``placement`` ``sequential`` (one object per graph at a time, each around those placed) or ``joint``,
+    ``known_fraction`` the largest share of true boxes pinned per training image, ``refine_steps`` projected
+    gradient steps that repair broken relations when sampling (0: none), ``refine_max_iou`` the largest IoU the
+    refinement leaves between two things of one image (1: overlap is not refined)."""
 
     mask_size: int = 16
     box_hidden: int = 256
@@ -56,6 +56,8 @@ class LayoutConfig:
     stuff_below_things: bool = True
     use_gt_masks: bool = True
     fill_holes: bool = True
+    fill_given: bool = False
+    hard: bool = False
     predictor: str = "sampler"  # one layout per seed (the editor's "New layout"), ~11 % more a step
     z_dim: int = 8
     layers: int = 2
@@ -309,20 +311,22 @@ class DiscriminatorConfig:
 class LossConfig:
     """Loss weights (a weight of 0 switches its term off).
 
-    ``lambda_l1``: pixel L1 to the real image (sg2im's; pix2pix uses 100) on ``l1_pool`` x ``l1_pool`` block means
-    (1: per pixel), for colour and layout; finer detail, which it would average out (blur; stripes for bricks), is
-    left to the adversary; ``perceptual``: vgg19 (torchvision's, from the torch hub cache), auto (vgg19 if there,
-    else off), patch_mmd (no weights: MMD of local patch distributions, Amir & Weiss 2021) or none, never the FID
-    Inception; ``lambda_prior``: text style prior's fit to the encoder's codes; ``lambda_clip``: 1 - cos(CLIP(fake),
-    caption), also per object crop and description; ``lambda_labelmix``: OASIS's LabelMix consistency (segmentation
-    D only). The layout sampler (``model.layout.predictor: sampler``) uses ``lambda_box``, ``lambda_mask``,
-    ``lambda_layout_kl`` (its beta: KL of box posterior to fixed prior), ``lambda_layout_prior`` (that KL pulling
-    the prior to the fixed posterior), ``lambda_layout_relation`` (relation hinge of prior-drawn boxes)."""
+    ``lambda_l1``: pixel L1 to the real image (sg2im's; pix2pix 100) on ``l1_pool`` x ``l1_pool`` block means (1: per
+    pixel); ``texture_pool`` k > 1: stuff over 3 px from every thing (textures of random phase: bricks, waves) meets
+    the L1 and feature matching through k x k block means; ``perceptual``: vgg19 (torchvision's, from the torch hub
+    cache), auto (vgg19 if there, else off), patch_mmd (no weights: MMD of local patch distributions, Amir & Weiss
+    2021) or none, never the FID Inception; ``lambda_prior``: text style prior's fit to the encoder's codes;
+    ``lambda_clip``: 1 - cos(CLIP(fake), caption), also per object crop and description; ``lambda_labelmix``:
+    OASIS's LabelMix consistency (segmentation D only). The layout sampler (``model.layout.predictor: sampler``) uses
+    ``lambda_box``, ``lambda_mask``, ``lambda_layout_kl`` (its beta: KL of box posterior to fixed prior),
+    ``lambda_layout_prior`` (that KL pulling the prior to the fixed posterior), ``lambda_layout_relation`` (relation
+    hinge of prior-drawn boxes)."""
 
     gan_mode: str = "hinge"
     lambda_feat: float = 10.0
     lambda_l1: float = 10.0
     l1_pool: int = 1
+    texture_pool: int = 0
     perceptual: str = "none"
     lambda_perceptual: float = 0.0
     lambda_obj: float = 1.0

@@ -68,14 +68,35 @@ class GANLoss:
         return sum(self._real(f) for f in _logits(fake_out))
 
 
+def texture_mask(labels: torch.Tensor, stuff_classes: torch.Tensor, margin: int) -> torch.Tensor:
+    """(B, H, W) per-pixel classes -> (B, 1, H, W) float: 1 on stuff pixels farther than ``margin``
+    pixels from every thing (textures whose phase the layout does not fix: bricks, waves, grass),
+    0 on things, on the band round them (rims, drop shadows) and on unlabelled pixels."""
+    is_stuff = stuff_classes.to(labels.device)[labels]
+    labelled = labels != 0
+    thing = (labelled & ~is_stuff)[:, None].float()
+    near_thing = F.max_pool2d(thing, 2 * margin + 1, stride=1, padding=margin) if margin > 0 else thing
+    return (labelled & is_stuff)[:, None].float() * (1 - near_thing)
+
+
+def texture_pooled_l1(diff: torch.Tensor, texture: torch.Tensor, pool: int) -> torch.Tensor:
+    """A (B, C, H, W) difference judged per pixel off ``texture`` (B, 1, H, W) and through its
+    ``pool`` x ``pool`` block means on it: the mean of |diff| there plus the mean |block mean|.
+    ``pool`` 1 (or no texture) is the plain mean |diff|."""
+    per_pixel = (diff.abs() * (1 - texture)).mean()
+    return per_pixel + F.avg_pool2d(diff * texture, pool, ceil_mode=True).abs().mean()
+
+
 def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_feats: Sequence[Sequence[torch.Tensor]],
-                          num_D: int | None = None, n_layers: int | None = None,
-                          lambda_feat: float = 10.0) -> torch.Tensor:
+                          num_D: int | None = None, n_layers: int | None = None, lambda_feat: float = 10.0,
+                          texture: torch.Tensor | None = None, texture_pool: int = 1) -> torch.Tensor:
     """pix2pixHD's discriminator feature matching.
 
     ``sum_{scales} sum_{features but the logits} (1 / num_D) * (4 / (n_layers + 1)) * lambda_feat *
     L1(fake, real.detach())``. ``num_D`` and ``n_layers`` default to what the lists show
-    (``n_layers + 2`` maps per scale).
+    (``n_layers + 2`` maps per scale). With ``texture`` ((B, 1, H, W) in image pixels, see
+    :func:`texture_mask`) the feature cells wholly on it are compared through block means
+    ``texture_pool`` image pixels wide (:func:`texture_pooled_l1`), the others cell by cell.
     """
     if len(real_feats) != len(fake_feats) or any(len(r) != len(f) for r, f in zip(real_feats, fake_feats)):
         raise ConfigError("feature_matching_loss: real and fake discriminator outputs differ in structure")
@@ -85,7 +106,12 @@ def feature_matching_loss(real_feats: Sequence[Sequence[torch.Tensor]], fake_fea
     loss = fake_feats[0][0].new_zeros((), dtype=torch.float32)
     for real_scale, fake_scale in zip(real_feats, fake_feats):
         for real, fake in zip(real_scale[:-1], fake_scale[:-1]):
-            loss = loss + weight * F.l1_loss(fake.float(), real.detach().float())
+            if texture is None:
+                loss = loss + weight * F.l1_loss(fake.float(), real.detach().float())
+                continue
+            cells = 1 - F.adaptive_max_pool2d(1 - texture.float(), fake.shape[-2:])  # wholly on the texture
+            pool = max(1, round(texture_pool * fake.shape[-1] / texture.shape[-1]))
+            loss = loss + weight * texture_pooled_l1(fake.float() - real.detach().float(), cells, pool)
     return loss
 
 

@@ -100,6 +100,9 @@ class LayoutStage:
     """
 
     def __init__(self, predictor: nn.Module, config: dict[str, Any], vocab, image_size: int, pooling: str):
+        if config.get("hard") and not config.get("use_gt_masks", True):
+            raise ConfigError("model.layout.hard needs model.layout.use_gt_masks: with predicted masks in training "
+                              "the image loss supervises them, and a label map passes it no gradient")
         self.predictor, self.config, self.vocab = predictor, config, vocab
         self.image_size, self.pooling = image_size, pooling
 
@@ -195,16 +198,19 @@ class LayoutStage:
                 fill_holes: bool = False, size: int | None = None) -> LayoutGeometry:
         """The objects painted into the image plane (``stuff_classes`` under the things, when given).
         ``fill_holes`` (and ``layout.fill_holes``): what no object covers in or between boxes of
-        stuff goes to the nearest stuff (:func:`fill_stuff_holes`; for predicted layouts). ``size``:
-        the plane's side (default the model's image size)."""
+        stuff goes to the nearest stuff (:func:`fill_stuff_holes`; for predicted layouts; with
+        ``layout.fill_given``, for every layout). ``layout.hard``: filled, then each pixel wholly its
+        topmost object's (:func:`label_map_weights`). ``size``: the plane's side (default the model's)."""
         # float32 even under autocast: box placement should not be rounded to bf16
         with full_precision(boxes.device):
             geometry = compose(boxes.float(), masks.float(), batch.obj_to_img, batch.num_images,
                                size or self.image_size, objs=batch.objs, stuff_classes=stuff_classes,
                                skip=batch.objs == 0, pooling=self.pooling)  # __image__ is never drawn
-            if fill_holes and self.config["fill_holes"] and stuff_classes is not None:
+            hard = self.config["hard"]
+            fill = hard or self.config["fill_given"] or (fill_holes and self.config["fill_holes"])
+            if fill and stuff_classes is not None:
                 geometry = fill_stuff_holes(geometry, boxes.float(), stuff_classes[batch.objs] & (batch.objs != 0))
-        return geometry
+        return label_map_weights(geometry) if hard else geometry
 
     def losses(self, out, batch: Batch, weights) -> dict[str, torch.Tensor]:
         """The layout net's weighted training losses for a forward pass ``out`` on ``batch``
@@ -256,6 +262,15 @@ def fill_stuff_holes(geometry: LayoutGeometry, boxes: torch.Tensor, is_stuff: to
     holes = (geometry.instances == 0) & (first <= boxes.shape[0])
     instances = torch.where(holes, first, geometry.instances)
     return dataclasses.replace(geometry, weights=weights, instances=instances)
+
+
+def label_map_weights(geometry: LayoutGeometry) -> LayoutGeometry:
+    """``geometry`` with each pixel given wholly to its topmost object (its instance map), as the
+    label maps of pix2pixHD and SPADE: no blend of two objects' classes and codes along a soft mask
+    edge. The weights carry no gradient to boxes or masks."""
+    index = torch.arange(1, geometry.weights.shape[0] + 1, device=geometry.weights.device)[:, None, None]
+    hard = (geometry.instances[geometry.obj_to_img] == index).to(geometry.weights.dtype)
+    return dataclasses.replace(geometry, weights=hard)
 
 
 def _enclosed(cover: torch.Tensor, dim: int) -> torch.Tensor:

@@ -61,8 +61,10 @@ class ImageAdversary:
         return diff_augment(pair, self.policy, image_channels, pair_labels, generator=self.noise, groups=2)
 
     def generator_losses(self, d_image: nn.Module, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
-                         labels: torch.Tensor, text_emb: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """``d_image`` unwrapped and frozen (so G's backward neither fills its grads nor syncs DDP)."""
+                         labels: torch.Tensor, text_emb: torch.Tensor | None, texture: torch.Tensor | None = None,
+                         texture_pool: int = 1) -> dict[str, torch.Tensor]:
+        """``d_image`` unwrapped and frozen (so G's backward neither fills its grads nor syncs DDP).
+        ``texture`` (B, 1, H, W): where feature matching compares ``texture_pool``-pixel block means."""
         b = fake.shape[0]
         if self.kind == "segmentation":
             if self.policy:
@@ -70,15 +72,18 @@ class ImageAdversary:
                 fake, labels = pair[b:], pair_labels[b:]
             return {"g_gan": segmentation_real_loss(d_image(fake), labels)}
         real_in, fake_in = torch.cat([cond, real], 1), torch.cat([cond, fake], 1)
-        if self.policy:
-            pair, _ = self._augment(torch.cat([real_in, fake_in], 0), image_channels=slice(cond.shape[1], None))
+        if self.policy:  # the texture mask moves with the pair (as labels: it is 0 or 1)
+            moving = texture[:, 0].long() if texture is not None else None
+            pair, moved = self._augment(torch.cat([real_in, fake_in], 0), moving, slice(cond.shape[1], None))
             real_in, fake_in = pair[:b], pair[b:]
+            texture = moved[:b, None].to(fake.dtype) if texture is not None else None
         d_fake = d_image(fake_in, text_emb=text_emb)
         losses = {"g_gan": self.gan.g_loss(d_fake)}
         if self.lambda_feat > 0:
             with torch.no_grad():
                 d_real = d_image(real_in.detach(), text_emb=text_emb)
-            losses["g_feat"] = feature_matching_loss(d_real, d_fake, lambda_feat=self.lambda_feat)
+            losses["g_feat"] = feature_matching_loss(d_real, d_fake, lambda_feat=self.lambda_feat, texture=texture,
+                                                     texture_pool=texture_pool)
         return losses
 
     def discriminator_losses(self, d_image: nn.Module, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
@@ -104,7 +109,8 @@ class ImageAdversary:
         pair = torch.cat([torch.cat([cond, real], 1), torch.cat([cond, fake], 1)], 0)
         pair, _ = self._augment(pair, image_channels=slice(cond.shape[1], None))
         real_in = pair[:b].clone().requires_grad_(r1)
-        both = d_image(torch.cat([real_in, pair[b:]], 0), text_emb=text_emb.repeat(2, 1) if text_emb is not None else None)
+        both = d_image(torch.cat([real_in, pair[b:]], 0),
+                       text_emb=text_emb.repeat(2, 1) if text_emb is not None else None)
         d_real = [[f[:b] for f in scale] for scale in both]
         d_fake = [[f[b:] for f in scale] for scale in both]
         return {"d_gan": self.gan.d_loss(d_real, d_fake)}, d_real, real_in

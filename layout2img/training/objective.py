@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import LossConfig
 from ..data.batch import Batch
-from ..models.losses import PerceptualLoss, kl_loss, r1_penalty
+from ..models.losses import PerceptualLoss, kl_loss, r1_penalty, texture_mask, texture_pooled_l1
 from ..pipeline import ModelOutput, SceneGraphToImage, TextInputs
 from .adversarial import ImageAdversary, ObjectAdversary
 from .text_losses import text_losses
@@ -54,18 +54,28 @@ class StepTensors:
 
 Term = Callable[["GANObjective", StepTensors], "dict[str, torch.Tensor]"]
 
+#: ``loss.texture_pool``: pixels within this many (at full size) of a thing are the thing's - its
+#: rim and drop shadow are fixed by its mask, so they keep the per-pixel terms.
+TEXTURE_MARGIN = 3
+
 
 def image_adversarial(obj: "GANObjective", step: StepTensors) -> dict[str, torch.Tensor]:
     """The image discriminator's verdict on the fake (and feature matching for the multiscale D)."""
-    return obj.image.generator_losses(obj.d_image_frozen, step.cond, step.real, step.fake, step.labels, step.d_text)
+    texture, pool = obj.texture(step)
+    return obj.image.generator_losses(obj.d_image_frozen, step.cond, step.real, step.fake, step.labels, step.d_text,
+                                      texture, pool)
 
 
 def pixel_l1(obj: "GANObjective", step: StepTensors) -> dict[str, torch.Tensor]:
-    """L1 to the real image, per pixel or (``loss.l1_pool`` k > 1) between the k x k block means."""
+    """L1 to the real image, per pixel or (``loss.l1_pool`` k > 1) between the k x k block means; with
+    ``loss.texture_pool`` only the stuff textures' pixels are compared through block means."""
     w, k = obj.weights.lambda_l1, obj.weights.l1_pool
     if w <= 0:
         return {}
     diff = step.fake.float() - step.real.float()
+    texture, pool = obj.texture(step)
+    if texture is not None:
+        return {"g_l1": w * texture_pooled_l1(diff, texture, pool)}
     if k > 1:
         diff = F.avg_pool2d(diff, k, ceil_mode=True)
     return {"g_l1": w * diff.abs().mean()}
@@ -132,6 +142,16 @@ class GANObjective:
 
     def discriminators(self) -> list[nn.Module]:
         return [m for m in (self.d_image_frozen, self.d_object_frozen) if m is not None]
+
+    def texture(self, step: StepTensors) -> tuple[torch.Tensor | None, int]:
+        """``loss.texture_pool``'s mask of stuff texture (:func:`texture_mask`, (B, 1, H, W)) and its
+        block size, both scaled to this step's resolution; ``(None, 1)`` when off (or no stuff)."""
+        full = self.weights.texture_pool
+        if full <= 1 or self.model.stuff_classes is None:
+            return None, 1
+        scale = step.fake.shape[-1] / self.model.image_size  # < 1 in low-resolution steps
+        margin = max(1, round(TEXTURE_MARGIN * scale))
+        return texture_mask(step.labels, self.model.stuff_classes, margin), max(1, round(full * scale))
 
     def r1_due(self, step: int) -> bool:
         return self.r1_gamma > 0 and step % self.r1_every == 0

@@ -46,6 +46,7 @@ from .distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, c
 from .ema import make_ema, update_ema
 from .logging import RunLogger
 from .objective import GANObjective, StepTensors, frozen, unwrap
+from .schedule import Schedule
 from .styles import fit_style_clusters
 
 
@@ -136,6 +137,9 @@ class Trainer:
         lw = self.loss_weights
         if lw.l1_pool < 1:
             raise ConfigError(f"loss.l1_pool: expected a block size >= 1 pixel, got {lw.l1_pool}")
+        if lw.texture_pool < 0 or (lw.texture_pool > 1 and lw.l1_pool > 1):
+            raise ConfigError(f"loss.texture_pool: expected a block size >= 0 pixels with loss.l1_pool 1, got "
+                              f"{lw.texture_pool} with l1_pool {lw.l1_pool}")
         backbone = resolve_perceptual(lw.perceptual)
         perceptual = (PerceptualLoss(backbone).to(self.device)
                       if backbone != "none" and lw.lambda_perceptual > 0 else None)
@@ -146,13 +150,7 @@ class Trainer:
         # (docs/BENCHMARKS.md, "Model size and speed")
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=tr.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(d_params, lr=tr.lr_d, betas=betas)
-        multiple, low = self.model.generator.size_multiple, self.model.image_size // 2
-        if tr.low_res_steps < 0 or (tr.low_res_steps and low % multiple):
-            raise ConfigError(f"train.low_res_steps={tr.low_res_steps}: needs >= 0 and half the image size ({low}) "
-                              f"a multiple of the generator's {multiple}")
-        if not 0.0 <= tr.lr_decay_start <= 1.0:
-            raise ConfigError(f"train.lr_decay_start: expected a fraction of max_steps in [0, 1], "
-                              f"got {tr.lr_decay_start}")
+        self.schedule = Schedule.from_config(cfg, self.model.image_size, self.model.generator.size_multiple)
         self.g_model: nn.Module = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -180,21 +178,6 @@ class Trainer:
         if lw.perceptual == "auto" and lw.lambda_perceptual > 0:
             self.logger.info(f"perceptual loss: {backbone}" + (" (no VGG19 weights in the torch hub cache; see README)"
                                                               if backbone == "none" else ""))
-
-    # -- schedule ------------------------------------------------------------------------------
-    def stage(self) -> str:
-        """'global' while the global generator trains alone at reduced resolution, else 'full'."""
-        return "global" if self.step < self.train_opts.global_steps else "full"
-
-    def image_size(self) -> int:
-        """The side this step renders at: half the model's during ``train.low_res_steps``."""
-        full = self.model.image_size
-        return full // 2 if self.step < self.train_opts.low_res_steps else full
-
-    def global_frozen(self) -> bool:
-        """Whether the global generator is held fixed now (pix2pixHD's ``niter_fix_global``)."""
-        start = self.train_opts.global_steps
-        return self.stage() == "full" and self.step < start + self.train_opts.fix_global_steps
 
     # -- state -----------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -271,18 +254,8 @@ class Trainer:
             self.logger.info(f"resuming from {folder} (step {self.step})")
 
     # -- one step --------------------------------------------------------------------------------
-    def lr_factor(self, step: int) -> float:
-        """The learning rates' multiplier at ``step`` (counted from 0): 1, then linearly to 0 at
-        ``max_steps`` from ``train.lr_decay_start * max_steps`` on. A function of the step alone,
-        so a resumed run follows the same schedule."""
-        max_steps, start = int(self.cfg.max_steps), float(self.train_opts.lr_decay_start)
-        first = start * max_steps
-        if start >= 1.0 or step < first:
-            return 1.0
-        return max(0.0, (max_steps - step) / max(max_steps - first, 1e-9))
-
     def _set_learning_rates(self) -> float:
-        factor = self.lr_factor(self.step)
+        factor = self.schedule.lr_factor(self.step)
         for opt, base in ((self.opt_g, self.train_opts.lr_g), (self.opt_d, self.train_opts.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = base * factor
@@ -298,11 +271,11 @@ class Trainer:
     def forward(self, batch: Batch, texts: TextInputs | None) -> StepTensors:
         """The generator's pass (ground-truth layout, styles encoded from the real images) and what
         the loss terms compare it with, at the resolution of this step's stage."""
-        size = self.image_size()
+        size = self.schedule.size(self.step)
         if batch.images.shape[-1] != size:  # a low-resolution step: the real images shrink with the layout
             batch = replace(batch, images=shrink(batch.images, (size, size)))
-        out = self.g_model(batch, layout_source="gt", style_source="encode", stage=self.stage(), generator=self.noise,
-                           image_size=size, **(texts.as_kwargs() if texts is not None else {}))
+        out = self.g_model(batch, layout_source="gt", style_source="encode", stage=self.schedule.stage(self.step),
+                           generator=self.noise, image_size=size, **(texts.as_kwargs() if texts is not None else {}))
         fake, real, size = out.images, batch.images, out.images.shape[-2:]
         if real.shape[-1] != fake.shape[-1]:  # the global stage trains at reduced resolution
             real = shrink(real, size)
@@ -339,7 +312,7 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One generator and one discriminator update on ``batch``; returns the losses as floats."""
-        self.model.freeze_global_generator(self.global_frozen())
+        self.model.freeze_global_generator(self.schedule.global_frozen(self.step))
         texts = self.encode_texts(batch)
         with self.autocast():
             step = self.forward(batch, texts)
