@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from layout2img.data.batch import collate
-from layout2img.metrics.layout import (LayoutMetrics, box_iou, box_recall, mask_centroids, mask_iou,
-                                       relation_satisfaction)
+from layout2img.metrics.layout import (LayoutMetrics, box_iou, box_recall, class_mean_mask_iou, mask_centroids,
+                                       mask_iou, relation_satisfaction)
 
 SHAPES_PREDICATES = ("__in_image__", "left of", "right of", "above", "below", "inside", "surrounding")
 
@@ -104,3 +104,34 @@ def test_layout_metrics_without_masks_say_so():
     assert r["box_iou"] == 1.0 and r["relation_centres"] == "box centres"
     assert "no ground-truth masks" in r["mask_iou"]["skipped"]
     assert math.isnan(LayoutMetrics().compute()["box_iou"])
+
+
+def test_class_mean_mask_iou_is_the_bound_of_a_mask_from_the_class_alone():
+    full = torch.ones(4, 4, dtype=torch.bool)
+    half = full.clone()
+    half[:, 2:] = False  # the right half occluded
+    # class 1: two whole squares and one half-occluded one -> mean mask is all ones
+    # class 2: a single mask -> its own mean, IoU 1
+    classes = torch.tensor([1, 1, 1, 2])
+    masks = torch.stack([full, full, half, half])
+    iou = class_mean_mask_iou(classes, masks)
+    assert iou.tolist() == [1.0, 1.0, 0.5, 1.0]
+
+
+def test_layout_metrics_report_the_class_mean_bound_beside_mask_iou_in_box():
+    masks = torch.ones(2, 4, 4)
+    masks[1, :, 2:] = 0  # the second object's visible mask is its left half
+    item = _item([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], masks, [[0, 1, 1]])
+    batch = collate([item])
+    metrics = LayoutMetrics(image_size=16)
+    metrics.update(batch, batch.boxes.clone(), torch.ones(batch.objs.shape[0], 4, 4), SHAPES_PREDICATES)
+    r = metrics.compute()
+    # predicted full masks: 1.0 for the whole object, 0.5 for the half one
+    assert r["mask_iou_in_box"] == pytest.approx(0.75)
+    # both objects are class 1: the mean of a whole and a left-half mask, > 0.5, is the left half -
+    # IoU 0.5 with the whole one, 1 with the half one
+    assert r["mask_iou_in_box_class_mean"] == pytest.approx(0.75)
+    batch.masks[1] = 1.0  # both whole: the class-mean mask fits both
+    metrics = LayoutMetrics(image_size=16)
+    metrics.update(batch, batch.boxes.clone(), torch.ones(batch.objs.shape[0], 4, 4), SHAPES_PREDICATES)
+    assert metrics.compute()["mask_iou_in_box_class_mean"] == pytest.approx(1.0)
