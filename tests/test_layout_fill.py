@@ -172,22 +172,28 @@ def test_folders_written_before_the_sampler_keep_the_regression(tmp_path):
     torch.testing.assert_close(old.generate(GRAPH, seed=0), m.generate(GRAPH, seed=0))
 
 
-def test_fill_given_fills_the_ring_ground_truth_masks_leave_round_things(tiny_shapes):
-    """layout.fill_given: the soft ring round each thing that its coarse ground-truth mask and the
-    stuff's cut-out mask leave partly unlabelled goes to the stuff; the things keep their weights.
-    Off (the default), the ring stays as the generator saw it before the switch."""
+def _gt_layouts_with(tiny_shapes, switch: str):
+    """(model, batch of 4 train scenes, {False: forward with ``layout.<switch>`` off, True: on})."""
     from layout2img.data.batch import collate
     from layout2img.data.shapes import ShapesDataset
 
     data = ShapesDataset(tiny_shapes, split="train", mask_size=8)
     batch = collate([data[i] for i in range(4)])
     m = model()
-    weights = {}
-    for fill in (False, True):
-        m.layout_stage.config["fill_given"] = fill
+    outs = {}
+    for on in (False, True):
+        m.layout_stage.config[switch] = on
         with torch.no_grad():
-            out = m(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(0))
-        weights[fill] = out.layout.geometry.weights
+            outs[on] = m(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(0))
+    return m, batch, outs
+
+
+def test_fill_given_fills_the_ring_ground_truth_masks_leave_round_things(tiny_shapes):
+    """layout.fill_given: the soft ring round each thing that its coarse ground-truth mask and the
+    stuff's cut-out mask leave partly unlabelled goes to the stuff; the things keep their weights.
+    Off (the default), the ring stays as the generator saw it before the switch."""
+    m, batch, outs = _gt_layouts_with(tiny_shapes, "fill_given")
+    weights = {fill: out.layout.geometry.weights for fill, out in outs.items()}
     covered = {fill: torch.zeros(4, 32, 32).index_add(0, batch.obj_to_img, w) for fill, w in weights.items()}
     assert float(covered[False].min()) < 0.9  # rings before
     assert torch.allclose(covered[True], torch.ones(()), atol=1e-4)  # every pixel of these scenes after
@@ -200,17 +206,7 @@ def test_hard_layouts_give_each_pixel_to_its_topmost_object(tiny_shapes):
     """layout.hard: a label map - every pixel of these scenes wholly one object's (the instance
     map's, filled as fill_given fills), so class and code channels are one-hot / one code; the
     soft default blends two objects along every mask edge."""
-    from layout2img.data.batch import collate
-    from layout2img.data.shapes import ShapesDataset
-
-    data = ShapesDataset(tiny_shapes, split="train", mask_size=8)
-    batch = collate([data[i] for i in range(4)])
-    m = model()
-    outs = {}
-    for hard in (False, True):
-        m.layout_stage.config["hard"] = hard
-        with torch.no_grad():
-            outs[hard] = m(batch, layout_source="gt", style_source="sample", generator=torch.Generator().manual_seed(0))
+    _, batch, outs = _gt_layouts_with(tiny_shapes, "hard")
     soft, hard = outs[False].layout.geometry, outs[True].layout.geometry
     assert bool(((soft.weights > 0.01) & (soft.weights < 0.99)).any())  # blended edges by default
     assert set(hard.weights.unique().tolist()) == {0.0, 1.0}
