@@ -24,6 +24,7 @@ command line) before anything is generated; with the default (all) it is reporte
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -86,6 +87,19 @@ class _Measures:
     image_ids: list = field(default_factory=list)
 
 
+def one_writer_of_out(evaluate_fn: Callable) -> Callable:
+    """Two evaluations writing the same report would replace each other's images under it and
+    report FIDs of the other's images: the second is refused while the first runs."""
+    @functools.wraps(evaluate_fn)
+    def wrapper(checkpoint, out="report.json", **options):
+        from .io import exclusive_output
+
+        with exclusive_output(out, "--out"):
+            return evaluate_fn(checkpoint, out, **options)
+    return wrapper
+
+
+@one_writer_of_out
 def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.json", *,
              config: str | os.PathLike | None = None, overrides: Iterable[str] = (), split: str = "val",
              metrics: str | Sequence[str] | None = None, samples_per_layout: int = 1, layout: str = "gt",

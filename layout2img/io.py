@@ -222,6 +222,40 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         _discard(tmp)
 
 
+@contextlib.contextmanager
+def exclusive_output(path: str | Path, what: str) -> Iterator[None]:
+    """Hold ``<path>.lock`` (this process's id in it) while ``path`` and what goes beside it are
+    written: a second writer of the same output is refused in one line instead of silently
+    replacing the first one's files under it. A lock whose process has died is taken over."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = int(lock.read_text().strip() or 0)
+                os.kill(holder, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its writer is gone
+                continue
+            except PermissionError:
+                pass  # alive, another user's
+            raise WriteError(f"{what} {path}: another process (pid {holder}) is writing it now; wait for it or "
+                             f"choose another path", path=str(path), reason="in use") from None
+        except OSError as e:
+            raise WriteError.from_exception(lock, e) from None
+    else:
+        raise WriteError(f"{what} {path}: cannot take {lock}", path=str(lock), reason="in use")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 # -- weights -----------------------------------------------------------------------------------
 def load_weights(path: str | Path, device: str = "cpu") -> dict:
     """A safetensors file's tensors (never pickle), or a one-line CheckpointError."""

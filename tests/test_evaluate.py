@@ -1,6 +1,7 @@
 """`layout2img evaluate` end to end on a tiny checkpoint, and its protocol, skip and error rules."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -124,6 +125,15 @@ def test_same_seed_same_pixels_and_pred_layouts(tiny_run, tmp_path, monkeypatch)
     # predicted layouts are refined as generate refines them (refine_steps > 0) unless --no-refine
     assert p["refine_layout"] is False and json.loads((tmp_path / "r.json").read_text())["protocol"]["refine_layout"]
     assert json.loads((tmp_path / "a.json").read_text())["protocol"]["refine_layout"] is False
+
+
+def test_a_second_evaluation_of_the_same_report_is_refused_while_the_first_runs(tiny_run, tmp_path, capsys):
+    (tmp_path / "r.json.lock").write_text(str(os.getppid()))  # a live process holds it
+    assert _evaluate(tiny_run, tmp_path / "r.json", "--metrics", "layout") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "is writing it now" in err[-1] and str(tmp_path / "r.json") in err[-1]
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r_images").exists()
+    assert (tmp_path / "r.json.lock").exists()  # not removed: it is the other writer's
 
 
 @pytest.mark.parametrize("metrics, words", [

@@ -134,3 +134,24 @@ def test_the_version_is_the_package_metadata_and_saved_folders_record_it(tmp_pat
         tmp_path / "clf")
     assert read_json(saved / "config.json")["layout2img_version"] == layout2img.__version__
 
+
+
+def test_exclusive_output_refuses_a_second_writer_and_takes_over_a_dead_ones_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from layout2img.errors import WriteError
+    from layout2img.io import exclusive_output
+
+    out = tmp_path / "report.json"
+    with exclusive_output(out, "--out"):
+        assert (tmp_path / "report.json.lock").read_text() == str(os.getpid())
+        with pytest.raises(WriteError, match=rf"--out {out}: another process \(pid {os.getpid()}\) is writing it"):
+            with exclusive_output(out, "--out"):
+                pass
+    assert not (tmp_path / "report.json.lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "report.json.lock").write_text(dead.stdout.strip())  # a writer killed before it cleaned up
+    with exclusive_output(out, "--out"):
+        pass
+    assert not (tmp_path / "report.json.lock").exists()

@@ -293,17 +293,34 @@ class SegmentationDiscriminatorConfig:
 
 
 @dataclass
+class ProjectedDiscriminatorConfig:
+    """Projected GAN's heads (``ndf`` wide, on ``mix_channels`` of randomly mixed features) on a frozen
+    scene segmenter (``encoder_widths``, one scale each) that the run first trains for ``encoder_steps``
+    steps of ``encoder_batch`` real train images (half of them at the low-resolution size, when there
+    is one), learning rate ``encoder_lr``."""
+
+    ndf: int = 64
+    mix_channels: int = 64
+    encoder_widths: List[int] = field(default_factory=lambda: [32, 64, 128])
+    encoder_steps: int = 400
+    encoder_batch: int = 16
+    encoder_lr: float = 0.002
+
+
+@dataclass
 class DiscriminatorConfig:
     """The discriminators (their ``text_dim`` follows the model's text encoder).
 
     ``kind``: the image discriminator, ``multiscale`` (pix2pixHD's patch D on layout + image, with
-    feature matching) or ``segmentation`` (OASIS: labels each pixel with its class or "fake"; no
-    feature matching, ``loss.lambda_labelmix`` for LabelMix).
+    feature matching), ``segmentation`` (OASIS: labels each pixel with its class or "fake"; no
+    feature matching, ``loss.lambda_labelmix`` for LabelMix) or ``projected`` (Projected GAN on a
+    frozen segmenter the run trains first; layout beside its features, feature matching as multiscale).
     """
 
     kind: str = "multiscale"
     image: ImageDiscriminatorConfig = field(default_factory=ImageDiscriminatorConfig)
     segmentation: SegmentationDiscriminatorConfig = field(default_factory=SegmentationDiscriminatorConfig)
+    projected: ProjectedDiscriminatorConfig = field(default_factory=ProjectedDiscriminatorConfig)
     object: Optional[ObjectDiscriminatorConfig] = None  # None: no object discriminator
 
 

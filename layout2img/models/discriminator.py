@@ -7,6 +7,10 @@
   With ``text_dim > 0`` a projection-discriminator term (Miyato & Koyama, 2018) - the inner
   product of a linear projection of the text embedding with the globally pooled last features -
   is added to each scale's logits.
+* :class:`ProjectedDiscriminator` - Projected GAN (Sauer et al., 2021): small patch heads on the
+  multi-scale features of a frozen :class:`~layout2img.models.segmenter.SceneSegmenter`, mixed by
+  fixed random 1 x 1 (across channels) and 3 x 3 (across scales) convolutions, the layout pooled
+  beside each scale; same call and output structure as the multiscale D.
 * :class:`ObjectDiscriminator` - judges each object's crop, taken with ``torchvision.ops.roi_align``
   at its box, and classifies it (auxiliary classifier, as sg2im; LostGAN judges crops too).
   It judges every box it is given: pass only the real objects (``real_objects(objs)`` drops
@@ -24,6 +28,7 @@ from ..errors import ConfigError
 from .blocks import downsample_layout
 from .layout import crop_boxes
 from .normalization import conv2d, init_weights, norm_layer
+from .segmenter import SceneSegmenter
 
 D_NORMS = ("instance", "spectral", "batch", "none")
 
@@ -115,6 +120,69 @@ class MultiscaleDiscriminator(nn.Module):
                 projection = (self.text_proj[i](text_emb).to(pooled.dtype) * pooled).sum(dim=1)
                 feats[-1] = feats[-1] + projection.to(feats[-1].dtype)[:, None, None, None]
             outputs.append(feats if self.get_features else feats[-1:])
+        return outputs
+
+
+class ProjectedDiscriminator(nn.Module):
+    """(layout ⊕ image (B, Cl + 3, H, W)) -> list over the encoder's scales, finest first, of
+    ``[mixed features, head features, patch logits]`` (the multiscale D's structure, so feature
+    matching and the GAN losses take it unchanged; matching the mixed features of the frozen
+    encoder is a perceptual term on the project's own network).
+
+    The encoder and both mixing convolutions never train (``requires_grad`` off, BatchNorm on its
+    running statistics); only the heads do. Cross-channel mixing (CCM) is a random 1 x 1 conv per
+    scale to ``mix_channels``; cross-scale mixing (CSM) adds each deeper scale, upsampled, to the
+    one above it and mixes with a random 3 x 3 conv (Projected GAN's fixed random projections: they
+    spread the features so no head can rely on a few of them). Each head sees its scale's mixed
+    features and the layout average-pooled to that scale.
+    """
+
+    def __init__(self, encoder: SceneSegmenter, layout_channels: int, ndf: int = 64, mix_channels: int = 64):
+        super().__init__()
+        if layout_channels < 0 or ndf < 1 or mix_channels < 1:
+            raise ConfigError(f"ProjectedDiscriminator: layout_channels={layout_channels}, ndf={ndf} and "
+                              f"mix_channels={mix_channels} must be >= 0, >= 1 and >= 1")
+        self.layout_channels, self.in_channels = layout_channels, layout_channels + 3
+        self.heads = nn.ModuleList([nn.Sequential(
+            conv2d(mix_channels + layout_channels, ndf, 3, spectral=True), nn.LeakyReLU(0.2, True),
+            conv2d(ndf, 2 * ndf, 4, 2, pad=1, spectral=True), nn.LeakyReLU(0.2, True),
+            conv2d(2 * ndf, 1, 3, spectral=True)) for _ in encoder.widths])
+        init_weights(self.heads)
+        self.encoder = encoder.freeze()
+        self.ccm = nn.ModuleList([nn.Conv2d(w, mix_channels, 1) for w in encoder.widths])
+        self.csm = nn.ModuleList([nn.Conv2d(mix_channels, mix_channels, 3, padding=1) for _ in encoder.widths])
+        self.ccm.requires_grad_(False)
+        self.csm.requires_grad_(False)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.encoder.size_multiple
+
+    def forward(self, layout: torch.Tensor, image: torch.Tensor | None = None,
+                text_emb: torch.Tensor | None = None) -> list[list[torch.Tensor]]:
+        x = layout if image is None else torch.cat([layout, image.to(layout.dtype)], dim=1)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ConfigError(f"ProjectedDiscriminator: layout + image have {x.shape[1] if x.dim() == 4 else '?'} "
+                              f"channels, built for {self.in_channels}")
+        if text_emb is not None:
+            raise ConfigError("ProjectedDiscriminator takes no text; use discriminator.kind=multiscale for text models")
+        cond, image = x[:, :self.layout_channels], x[:, self.layout_channels:]
+        mixed = [ccm(f) for ccm, f in zip(self.ccm, self.encoder.features(image))]
+        for i in reversed(range(len(mixed))):  # deepest first: each scale gets the ones below it
+            if i + 1 < len(mixed):
+                mixed[i] = mixed[i] + F.interpolate(mixed[i + 1], size=mixed[i].shape[-2:], mode="bilinear",
+                                                    align_corners=False)
+            mixed[i] = self.csm[i](mixed[i])
+        outputs = []
+        for head, m in zip(self.heads, mixed):
+            h = torch.cat([m, F.adaptive_avg_pool2d(cond, m.shape[-2:]).to(m.dtype)], 1)
+            feats = [m]
+            for layer in head:
+                h = layer(h)
+                if not isinstance(layer, nn.LeakyReLU):
+                    continue
+                feats.append(h)
+            outputs.append(feats + [h])
         return outputs
 
 

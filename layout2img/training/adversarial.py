@@ -1,5 +1,5 @@
-"""The discriminators' side of a GAN step: the image D (pix2pixHD's multiscale D or OASIS's
-segmentation D, with DiffAugment, feature matching and LabelMix) and the object D (LostGAN's
+"""The discriminators' side of a GAN step: the image D (pix2pixHD's multiscale D, Projected GAN's
+D on a frozen segmenter, or OASIS's segmentation D, with DiffAugment, feature matching and LabelMix) and the object D (LostGAN's
 per-object real/fake with an auxiliary classifier)."""
 from __future__ import annotations
 
@@ -10,22 +10,28 @@ from torch import nn
 
 from ..data.batch import Batch
 from ..errors import ConfigError
-from ..models.discriminator import MultiscaleDiscriminator, SegmentationDiscriminator
+from ..models.discriminator import MultiscaleDiscriminator, ProjectedDiscriminator, SegmentationDiscriminator
 from ..models.losses import (GANLoss, aux_class_loss, feature_matching_loss, labelmix_inputs, labelmix_loss,
                              segmentation_fake_loss, segmentation_real_loss)
+from ..models.segmenter import SceneSegmenter
 from .diffaugment import diff_augment, parse_policy
 
-DISCRIMINATOR_KINDS = ("multiscale", "segmentation")
+DISCRIMINATOR_KINDS = ("multiscale", "projected", "segmentation")
 
 
 def build_image_discriminator(dcfg: dict[str, Any], num_classes: int, layout_channels: int,
                               text_dim: int) -> nn.Module:
-    """The image discriminator a config's ``discriminator`` section names (``kind``)."""
+    """The image discriminator a config's ``discriminator`` section names (``kind``); a projected D's
+    encoder is built untrained (the trainer trains it before the first step: ``training.segmenter``)."""
     kind = dcfg.get("kind", "multiscale")
+    if kind in ("segmentation", "projected") and text_dim:
+        raise ConfigError(f"discriminator.kind={kind} takes no text; use kind=multiscale for text models")
     if kind == "segmentation":
-        if text_dim:
-            raise ConfigError("discriminator.kind=segmentation takes no text; use kind=multiscale for text models")
         return SegmentationDiscriminator(num_classes, **dcfg["segmentation"])
+    if kind == "projected":
+        p = dcfg["projected"]
+        return ProjectedDiscriminator(SceneSegmenter(num_classes, p["encoder_widths"]), layout_channels,
+                                      ndf=p["ndf"], mix_channels=p["mix_channels"])
     if kind == "multiscale":
         return MultiscaleDiscriminator(in_channels=layout_channels + 3, text_dim=text_dim, **dcfg["image"])
     raise ConfigError(f"discriminator.kind: unknown {kind!r} (expected {' or '.join(DISCRIMINATOR_KINDS)})")
@@ -34,8 +40,8 @@ def build_image_discriminator(dcfg: dict[str, Any], num_classes: int, layout_cha
 class ImageAdversary:
     """Losses of the generator and of the image discriminator for one step.
 
-    The multiscale D sees the layout's class map and edges beside the image and gives patch
-    logits plus features (feature matching); the segmentation D sees the image alone and labels
+    The multiscale and projected Ds see the layout's class map and edges beside the image and give
+    patch logits plus features (feature matching); the segmentation D sees the image alone and labels
     each pixel with its class or "fake" (OASIS), with LabelMix. With a DiffAugment policy the
     real and fake copy of a scene get the same transform, so feature matching and LabelMix still
     compare like with like; draws come from ``noise`` (the trainer's seeded generator).

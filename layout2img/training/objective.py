@@ -176,14 +176,16 @@ class GANObjective:
 
 @contextmanager
 def frozen(modules: list[nn.Module]) -> Iterator[None]:
-    """``modules`` with ``requires_grad`` off inside the block (on again after it)."""
-    for m in modules:
-        m.requires_grad_(False)
+    """``modules`` with ``requires_grad`` off inside the block (each parameter as it was after it:
+    a projected D's frozen encoder stays frozen)."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
     try:
         yield
     finally:
-        for m in modules:
-            m.requires_grad_(True)
+        for p in params:
+            p.requires_grad_(True)
 
 
 def unwrap(module: nn.Module | None) -> nn.Module | None:

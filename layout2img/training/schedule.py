@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+
 from ..errors import ConfigError
+
+
+def shrink(images: torch.Tensor, size) -> torch.Tensor:
+    """Real images at a reduced training resolution (antialiased: no aliasing the fakes cannot match)."""
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,13 @@ layers keep their identity initialisation).
 """
 from __future__ import annotations
 
+import ast
 import math
 import random
 import time
 from contextlib import nullcontext
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from ..data.build import build_dataset
 from ..devices import resolve_device
 from ..errors import ConfigError, Layout2ImgError, WriteError
 from ..io import atomic_write_text
-from ..models.discriminator import ObjectDiscriminator
+from ..models.discriminator import ObjectDiscriminator, ProjectedDiscriminator
 from ..models.losses import GANLoss, PerceptualLoss, label_map, resolve_perceptual
 from ..pipeline import ModelOutput, SceneGraphToImage, TextInputs
 from ..pipeline.checkpoint import with_later_tensors
@@ -46,7 +48,8 @@ from .distributed import (DistInfo, ResumableSampler, barrier, broadcast_flag, c
 from .ema import make_ema, update_ema
 from .logging import RunLogger
 from .objective import GANObjective, StepTensors, frozen, unwrap
-from .schedule import Schedule
+from .schedule import Schedule, shrink
+from .segmenter import gt_label_map, train_segmenter
 from .styles import fit_style_clusters
 
 
@@ -55,11 +58,6 @@ class TrainingDiverged(Layout2ImgError):
 
 
 AMP_MODES = ("auto", "bf16", "fp32")
-
-
-def shrink(images: torch.Tensor, size) -> torch.Tensor:
-    """Real images at a reduced training resolution (antialiased: no aliasing the fakes cannot match)."""
-    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
 
 
 class Trainer:
@@ -144,7 +142,8 @@ class Trainer:
         perceptual = (PerceptualLoss(backbone).to(self.device)
                       if backbone != "none" and lw.lambda_perceptual > 0 else None)
 
-        d_params = list(self.d_image.parameters()) + (list(self.d_object.parameters()) if self.d_object else [])
+        d_params = [p for d in (self.d_image, self.d_object) if d is not None for p in d.parameters()
+                    if p.requires_grad]  # a projected D's encoder and mixing convolutions never train
         betas = tuple(tr.betas)
         # not fused: the fused CPU kernel broke bit-exact resume and gained nothing measurable here
         # (docs/BENCHMARKS.md, "Model size and speed")
@@ -204,8 +203,6 @@ class Trainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.noise.set_state(state["rng"]["noise"])
         torch.set_rng_state(state["rng"]["torch"])
-        import ast
-
         random.setstate(ast.literal_eval(state["rng"]["python"]))
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
 
@@ -341,10 +338,22 @@ class Trainer:
                          f"images ({summary['classes']} classes)")
         return summary
 
+    def train_projection_encoder(self) -> None:
+        """The projected D's segmenter, trained on real train images before the first GAN step."""
+        p, encoder = self.cfg.discriminator.projected, unwrap(self.d_image).encoder
+        low = self.model.image_size // 2 if self.schedule.low_res_steps > 0 else None
+        summary = train_segmenter(encoder, self.train_set, partial(gt_label_map, self.model), int(p.encoder_steps),
+                                  int(p.encoder_batch), float(p.encoder_lr), int(self.cfg.seed),
+                                  self.model.image_size, low_res=low, device=self.device)
+        self.logger.info(f"projected discriminator: segmenter trained for {p.encoder_steps} steps in "
+                         f"{summary['seconds']:.0f} s, pixel accuracy {summary['pixel_accuracy']:.3f} on its last batches")
+
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> Path | None:
         """Train to ``max_steps``; returns the last checkpoint folder (rank 0)."""
         self.maybe_resume()
+        if self.step == 0 and isinstance(unwrap(self.d_image), ProjectedDiscriminator):
+            self.train_projection_encoder()
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out_dir / "config.yaml", OmegaConf.to_yaml(self.cfg))
