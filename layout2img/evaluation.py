@@ -201,7 +201,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike = "report.jso
         if need_inception else None
     text_encoder = clip_encoder if "clip" in run else None
     measures = _Measures(
-        layout=LayoutMetrics(model.image_size) if "layout" in run else None,
+        layout=LayoutMetrics(model.image_size, model.stuff_classes) if "layout" in run else None,
         acc_real=ObjectAccuracy(clf) if clf is not None else None,
         acc_fake=ObjectAccuracy(clf) if clf is not None else None,
         clip_real=CLIPScore(text_encoder) if text_encoder is not None else None,

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from layout2img.data.batch import collate
-from layout2img.metrics.layout import (LayoutMetrics, box_iou, box_recall, class_mean_mask_iou, mask_centroids,
-                                       mask_iou, relation_satisfaction)
+from layout2img.metrics.layout import (LayoutMetrics, binary_iou, box_iou, box_recall, class_mean_mask_iou,
+                                      composed_mask_iou, mask_centroids, mask_iou, relation_satisfaction)
 
 SHAPES_PREDICATES = ("__in_image__", "left of", "right of", "above", "below", "inside", "surrounding")
 
@@ -135,3 +135,21 @@ def test_layout_metrics_report_the_class_mean_bound_beside_mask_iou_in_box():
     metrics = LayoutMetrics(image_size=16)
     metrics.update(batch, batch.boxes.clone(), torch.ones(batch.objs.shape[0], 4, 4), SHAPES_PREDICATES)
     assert metrics.compute()["mask_iou_in_box_class_mean"] == pytest.approx(1.0)
+
+
+def test_composed_mask_iou_forgives_what_an_occluder_covers_and_counts_what_it_uncovers():
+    """A background object whose ground-truth (visible) mask has a hole where a smaller object sits
+    on it: a predicted full mask is wrong in its box (in-box IoU 0.75) but owns the same pixels once
+    composed; a predicted occluder half its true shape hands the other half to the background."""
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.25, 0.25, 0.75, 0.75], [0.0, 0.0, 1.0, 1.0]])
+    objs, obj_to_img = torch.tensor([1, 2, 0]), torch.zeros(3, dtype=torch.long)
+    gt = torch.ones(3, 4, 4)
+    gt[0, 1:3, 1:3] = 0  # the background's visible part: the occluder's box cut out
+    full = torch.ones(3, 4, 4)
+    assert binary_iou(full[:1] > 0.5, gt[:1] > 0.5).item() == pytest.approx(0.75)
+    iou = composed_mask_iou(boxes, full, gt, obj_to_img, 1, objs, 16)
+    assert iou.tolist() == pytest.approx([1.0, 1.0])  # __image__ left out
+    half = full.clone()
+    half[1, :, 2:] = 0  # the occluder's right half missing
+    iou = composed_mask_iou(boxes, half, gt, obj_to_img, 1, objs, 16)
+    assert iou[1].item() == pytest.approx(0.5) and iou[0].item() == pytest.approx(192 / 224)

@@ -173,3 +173,26 @@ def test_texture_pool_trains_and_is_refused_with_l1_pool(tiny_shapes, tmp_path):
         with pytest.raises(ConfigError, match="loss.texture_pool"):
             Trainer(cfg)
         assert not (tmp_path / "bad").exists()
+
+
+def test_l1_full_size_weight_applies_in_full_size_steps_only(tiny_shapes, tmp_path):
+    """loss.lambda_l1_full_size: the pixel L1's weight once the run renders at the model's size; the
+    low-resolution start keeps loss.lambda_l1."""
+    cfg = load_config(None, tiny_overrides(tiny_shapes, tmp_path / "run", max_steps=4)
+                      + ["train.low_res_steps=1", "loss.lambda_l1_full_size=2.5"])
+    t = Trainer(cfg)
+    try:
+        batch = _batch(t)
+        low = t.forward(batch, None)
+        assert low.fake.shape[-1] == 16
+        l1_low = (low.fake.float() - low.real.float()).abs().mean()
+        assert float(t.objective.generator_losses(low)["g_l1"]) == pytest.approx(10.0 * float(l1_low), rel=1e-5)
+        t.step = 1
+        full = t.forward(batch, None)
+        assert full.fake.shape[-1] == 32
+        l1_full = (full.fake.float() - full.real.float()).abs().mean()
+        assert float(t.objective.generator_losses(full)["g_l1"]) == pytest.approx(2.5 * float(l1_full), rel=1e-5)
+        t.objective.weights.lambda_l1_full_size = 0.0  # off at full size, still on in the low-resolution steps
+        assert "g_l1" not in t.objective.generator_losses(full) and "g_l1" in t.objective.generator_losses(low)
+    finally:
+        t.close()

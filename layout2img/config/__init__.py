@@ -13,9 +13,9 @@ _LAZY = {
     **dict.fromkeys(("CONFIG_DIR", "DEFAULT_CONFIG", "load_config", "load_model_section", "read_layers",
                      "resolve_config_path", "to_container", "validate_config"), ".loader"),
     **dict.fromkeys(("ClipDataConfig", "ClipRunConfig", "ClipTrainConfig"), ".clip_schema"),
-    **dict.fromkeys(("DATASETS", "CocoDataConfig", "DataConfig", "DiscriminatorConfig", "LossConfig", "ModelConfig",
-                     "RunConfig", "ShapesDataConfig", "TrainConfig", "VgDataConfig", "model_section_defaults",
-                     "model_top_defaults"), ".schema"),
+    **dict.fromkeys(("DATASETS", "CocoDataConfig", "DataConfig", "ModelConfig", "RunConfig", "ShapesDataConfig",
+                     "VgDataConfig", "model_section_defaults", "model_top_defaults"), ".schema"),
+    **dict.fromkeys(("DiscriminatorConfig", "LossConfig", "TrainConfig"), ".training_schema"),
 }
 
 __all__ = ["STYLE_CHOICES", *_LAZY]

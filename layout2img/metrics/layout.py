@@ -8,6 +8,9 @@
 * :func:`mask_iou`: IoU of binarised masks pasted into the image at their boxes.
 * :func:`class_mean_mask_iou`: the box-relative IoU each class's mean ground-truth mask reaches -
   reported beside ``mask_iou_in_box`` as the bound of a mask that sees only the object's class.
+* :func:`composed_mask_iou`: each object's region in the layout composed (occlusion resolved,
+  stuff under things, as the generator's) from predicted masks vs from the ground-truth ones,
+  both at the ground-truth boxes - how well the masks fit in the picture the generator is given.
 * :class:`LayoutMetrics`: accumulates all of these over batches.
 
 Boxes are normalised ``[x0, y0, x1, y1]``; masks are box-relative ``(O, M, M)`` in [0, 1].
@@ -96,15 +99,34 @@ def class_mean_mask_iou(classes: torch.Tensor, masks: torch.Tensor) -> torch.Ten
     return out
 
 
+def composed_mask_iou(boxes: torch.Tensor, masks_a: torch.Tensor, masks_b: torch.Tensor, obj_to_img: torch.Tensor,
+                      num_images: int, objs: torch.Tensor, size: int,
+                      stuff_classes: torch.Tensor | None = None) -> torch.Tensor:
+    """(O',) IoU, per object but ``__image__``, of the pixels it owns in the instance map composed
+    from ``masks_a`` and in the one from ``masks_b`` (both (O, M, M) at ``boxes``; ``compose``'s
+    occlusion order, ``stuff_classes`` painted under the things); 0 where it owns none in either."""
+    from ..models.layout import compose
+
+    skip = objs == 0
+    maps = [compose(boxes.float(), m.float(), obj_to_img, num_images, size, objs=objs, stuff_classes=stuff_classes,
+                    skip=skip).instances for m in (masks_a, masks_b)]
+    ids = torch.arange(1, objs.shape[0] + 1)[~skip]
+    owned = [(inst[obj_to_img[~skip]] == ids[:, None, None]) for inst in maps]  # (O', H, W) each
+    return binary_iou(*owned)
+
+
 class LayoutMetrics:
     """Accumulates layout metrics of predicted layouts against dataset batches.
 
     ``update(batch, boxes_pred, mask_probs, predicate_names)`` per batch; ``compute()`` at the end.
-    ``__image__`` (object index 0) is excluded from every per-object figure.
+    ``__image__`` (object index 0) is excluded from every per-object figure. ``stuff_classes``: the
+    model's (V,) bool stuff table, for the composed layouts of ``mask_iou_composed``.
     """
 
-    def __init__(self, image_size: int = 64):
+    def __init__(self, image_size: int = 64, stuff_classes: torch.Tensor | None = None):
         self.image_size = image_size
+        self.stuff_classes = stuff_classes.cpu() if stuff_classes is not None else None
+        self.composed_ious: list[torch.Tensor] = []
         self.ious: list[torch.Tensor] = []
         self.mask_ious: list[torch.Tensor] = []
         self.mask_ious_in_box: list[torch.Tensor] = []
@@ -129,6 +151,9 @@ class LayoutMetrics:
             self.mask_ious_in_box.append(binary_iou(pred_masks[k] > 0.5, gt_masks[k] > 0.5))
             self.gt_masks_in_box.append(gt_masks[k] > 0.5)
             self.mask_classes.append(batch.objs.cpu()[k])
+            self.composed_ious.append(composed_mask_iou(gt_boxes, pred_masks, gt_masks, batch.obj_to_img.cpu(),
+                                                        batch.num_images, batch.objs.cpu(), self.image_size,
+                                                        self.stuff_classes))
         triples = [(int(s), predicate_names[int(p)], int(o)) for s, p, o in batch.triples.cpu().tolist()]
         pred_centers = mask_centroids(pred_boxes, pred_masks) if pred_masks is not None else None
         gt_centers = mask_centroids(gt_boxes, gt_masks) if gt_masks is not None else None
@@ -155,10 +180,12 @@ class LayoutMetrics:
             # beside it, as FID's real-vs-real floor: the same IoU for each class's mean mask
             out["mask_iou_in_box_class_mean"] = float(class_mean_mask_iou(
                 torch.cat(self.mask_classes), torch.cat(self.gt_masks_in_box)).mean())
+            # the masks where the generator sees them: composed at the true boxes, with occlusion
+            out["mask_iou_composed"] = float(torch.cat(self.composed_ious).mean())
         else:
             out["mask_iou"] = {"skipped": "the dataset has no ground-truth masks"}
         return out
 
 
 __all__ = ["box_iou", "box_recall", "mask_centroids", "relation_satisfaction", "mask_iou", "paste_masks",
-           "binary_iou", "class_mean_mask_iou", "LayoutMetrics"]
+           "binary_iou", "class_mean_mask_iou", "composed_mask_iou", "LayoutMetrics"]

@@ -1,6 +1,6 @@
 """The discriminators' side of a GAN step: the image D (pix2pixHD's multiscale D, Projected GAN's
-D on a frozen segmenter, or OASIS's segmentation D, with DiffAugment, feature matching and LabelMix) and the object D (LostGAN's
-per-object real/fake with an auxiliary classifier)."""
+D on a frozen segmenter, or OASIS's segmentation D, with DiffAugment, feature matching and LabelMix)
+and the object D (LostGAN's per-object real/fake with an auxiliary classifier)."""
 from __future__ import annotations
 
 from typing import Any

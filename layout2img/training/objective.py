@@ -67,9 +67,12 @@ def image_adversarial(obj: "GANObjective", step: StepTensors) -> dict[str, torch
 
 
 def pixel_l1(obj: "GANObjective", step: StepTensors) -> dict[str, torch.Tensor]:
-    """L1 to the real image, per pixel or (``loss.l1_pool`` k > 1) between the k x k block means; with
+    """L1 to the real image (weighted ``loss.lambda_l1_full_size`` in full-size steps, when set), per pixel
+    or (``loss.l1_pool`` k > 1) between the k x k block means; with
     ``loss.texture_pool`` only the stuff textures' pixels are compared through block means."""
     w, k = obj.weights.lambda_l1, obj.weights.l1_pool
+    if obj.weights.lambda_l1_full_size is not None and step.fake.shape[-1] == obj.model.image_size:
+        w = obj.weights.lambda_l1_full_size
     if w <= 0:
         return {}
     diff = step.fake.float() - step.real.float()

@@ -63,4 +63,5 @@ def train_segmenter(segmenter: SceneSegmenter, dataset, labels_of: LabelsOf, ste
                 correct += int((logits.argmax(1)[known] == labels[known]).sum())
                 total += int(known.sum())
     segmenter.freeze()
-    return {"pixel_accuracy": correct / max(total, 1), "loss": float(loss.detach()), "seconds": time.perf_counter() - t0}
+    return {"pixel_accuracy": correct / max(total, 1), "loss": float(loss.detach()),
+            "seconds": time.perf_counter() - t0}

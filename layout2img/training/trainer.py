@@ -346,7 +346,7 @@ class Trainer:
                                   int(p.encoder_batch), float(p.encoder_lr), int(self.cfg.seed),
                                   self.model.image_size, low_res=low, device=self.device)
         self.logger.info(f"projected discriminator: segmenter trained for {p.encoder_steps} steps in "
-                         f"{summary['seconds']:.0f} s, pixel accuracy {summary['pixel_accuracy']:.3f} on its last batches")
+                         f"{summary['seconds']:.0f} s, pixel accuracy {summary['pixel_accuracy']:.3f} (last batches)")
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> Path | None:
